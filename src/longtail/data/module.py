@@ -1,0 +1,129 @@
+"""The Lightning DataModule: long-tailed training views, plain test images."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
+
+from longtail.data.readers import DataSplits, LabeledImages
+from longtail.data.transforms import MultiView, view_transform
+
+#: Training samplers: name -> description.
+SAMPLERS = {
+    "random": "uniform over images, every image once per epoch (instance-balanced)",
+    "class_balanced": "each class equally likely, images drawn with replacement "
+    "(Kang et al., ICLR 2020, 'Decoupling Representation and Classifier')",
+}
+
+
+class TransformedImages(Dataset):
+    """Items ``(transform(image), label)`` of uint8 ``[N, H, W, 3]`` images."""
+
+    def __init__(self, data: LabeledImages, transform) -> None:
+        self.data = data
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = torch.from_numpy(self.data.images[index]).permute(2, 0, 1)
+        return self.transform(image), int(self.data.labels[index])
+
+
+def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and standard deviation of uint8 images, on the [0, 1] scale."""
+    pixels = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255
+    return pixels.mean(axis=0).tolist(), np.maximum(pixels.std(axis=0), 1e-3).tolist()
+
+
+def default_num_workers() -> int:
+    """Loader processes sized to the machine: one per core beyond the main one, at most 8."""
+    return min(8, max(1, (os.cpu_count() or 1) - 1))
+
+
+class LongTailDataModule(L.LightningDataModule):
+    """Training batches of views ``[B, V, 3, S, S]`` and test batches ``[B, 3, S, S]``.
+
+    Args:
+        splits: the long-tailed training set, the test set and an optional validation set.
+        views: one view name per view (see ``longtail.data.transforms``).
+        batch_size: images per training batch.
+        num_workers: loader processes; ``None`` sizes them to the machine.
+        sampler: a name from ``SAMPLERS``.
+        seed: seeds the class-balanced sampler.
+        mean, std: normalisation; by default the training set's channel statistics.
+    """
+
+    def __init__(
+        self,
+        splits: DataSplits,
+        views: Sequence[str],
+        batch_size: int = 128,
+        num_workers: int | None = None,
+        sampler: str = "random",
+        seed: int = 0,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__()
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        self.splits = splits
+        self.size = splits.train.images.shape[1]
+        if mean is None or std is None:
+            mean, std = channel_stats(splits.train.images)
+        self.mean, self.std = list(mean), list(std)
+        self.views = list(views)
+        self.batch_size = batch_size
+        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.sampler_name = sampler
+        self.seed = seed
+
+    @property
+    def class_counts(self) -> list[int]:
+        return self.splits.train.counts()
+
+    @property
+    def classes(self) -> list[str]:
+        return self.splits.train.classes
+
+    def _loader(self, dataset: Dataset, shuffle: bool, sampler: Sampler | None = None) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            drop_last=shuffle and len(dataset) > self.batch_size,
+        )
+
+    def _train_sampler(self) -> Sampler | None:
+        if self.sampler_name == "random":
+            return None
+        labels = torch.as_tensor(self.splits.train.labels)
+        weights = 1.0 / torch.as_tensor(self.class_counts, dtype=torch.float64)[labels]
+        generator = torch.Generator().manual_seed(self.seed)
+        return WeightedRandomSampler(weights, len(labels), replacement=True, generator=generator)
+
+    def eval_transform(self):
+        return view_transform("none", self.size, self.mean, self.std)
+
+    def train_dataloader(self) -> DataLoader:
+        transform = MultiView([view_transform(v, self.size, self.mean, self.std) for v in self.views])
+        dataset = TransformedImages(self.splits.train, transform)
+        return self._loader(dataset, shuffle=True, sampler=self._train_sampler())
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.splits.val is None:
+            return []
+        return self._loader(TransformedImages(self.splits.val, self.eval_transform()), shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(TransformedImages(self.splits.test, self.eval_transform()), shuffle=False)

@@ -1,0 +1,101 @@
+"""Readers: each returns decoded uint8 RGB images ``[N, H, W, 3]``, labels and class names."""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class LabeledImages:
+    """Decoded images ``[N, H, W, 3]`` uint8, labels ``[N]`` int64 in ``[0, C)``, class names."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    classes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, indices: np.ndarray) -> LabeledImages:
+        return LabeledImages(self.images[indices], self.labels[indices], self.classes)
+
+    def counts(self) -> list[int]:
+        return np.bincount(self.labels, minlength=len(self.classes)).tolist()
+
+
+@dataclass
+class DataSplits:
+    """The training set, the test set, and a validation set where the data has one."""
+
+    train: LabeledImages
+    test: LabeledImages
+    val: LabeledImages | None = None
+
+
+def read_digits(test_per_class: int = 30, seed: int = 0) -> DataSplits:
+    """scikit-learn's bundled 8x8 digits (1,797 images, 10 classes) as grey RGB uint8.
+
+    A balanced test set of ``test_per_class`` images per class is drawn with ``seed``;
+    the rest is the (balanced) training pool.
+    """
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    grey = np.round(digits.images * (255 / 16)).astype(np.uint8)
+    images = np.repeat(grey[..., None], 3, axis=-1)
+    labels = digits.target.astype(np.int64)
+    rng = np.random.RandomState(seed)
+    is_test = np.zeros(len(labels), dtype=bool)
+    for cls in range(10):
+        members = np.flatnonzero(labels == cls)
+        is_test[rng.choice(members, test_per_class, replace=False)] = True
+    everything = LabeledImages(images, labels, [str(c) for c in range(10)])
+    return DataSplits(
+        train=everything.subset(np.flatnonzero(~is_test)),
+        test=everything.subset(np.flatnonzero(is_test)),
+    )
+
+
+def _read_cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with open(path, "rb") as f:
+            batch = pickle.load(f, encoding="latin1")
+        data = np.asarray(batch["data"], dtype=np.uint8)
+        labels = np.asarray(batch[label_key], dtype=np.int64)
+    except (OSError, pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as error:
+        raise ValueError(f"{path}: not a readable CIFAR batch ({type(error).__name__}: {error})") from None
+    images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(images), labels
+
+
+def read_cifar(root: str | Path) -> DataSplits:
+    """CIFAR-10 or CIFAR-100 in the original python pickle layout.
+
+    CIFAR-10: ``data_batch_1..5``, ``test_batch``, ``batches.meta``; CIFAR-100:
+    ``train``, ``test``, ``meta`` (fine labels). Pickles must come from a trusted source.
+    """
+    root = Path(root)
+    if (root / "meta").exists():
+        files, test_file, meta_file = ["train"], "test", root / "meta"
+        label_key, names_key = "fine_labels", "fine_label_names"
+    elif (root / "batches.meta").exists():
+        files = [f"data_batch_{i}" for i in range(1, 6)]
+        test_file, meta_file = "test_batch", root / "batches.meta"
+        label_key, names_key = "labels", "label_names"
+    else:
+        raise ValueError(f"{root}: no CIFAR 'meta' or 'batches.meta' file")
+    try:
+        with open(meta_file, "rb") as f:
+            classes = list(pickle.load(f, encoding="latin1")[names_key])
+    except (OSError, pickle.UnpicklingError, EOFError, KeyError) as error:
+        raise ValueError(f"{meta_file}: not a readable CIFAR meta file ({error})") from None
+    parts = [_read_cifar_batch(root / name, label_key) for name in files]
+    train = LabeledImages(
+        np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), classes
+    )
+    test = LabeledImages(*_read_cifar_batch(root / test_file, label_key), classes)
+    return DataSplits(train=train, test=test)

@@ -1,0 +1,111 @@
+"""Re-balancing losses: softmax cross-entropy corrected for the training label prior.
+
+Each loss is a plain ``nn.Module`` with ``forward(logits, targets)``, usable in any
+training loop. Class counts are given at construction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def class_counts_tensor(class_counts: Sequence[int] | Tensor) -> Tensor:
+    """Return ``class_counts`` as a 1-D float64 tensor, raising ``ValueError`` unless all positive."""
+    counts = torch.as_tensor(class_counts, dtype=torch.float64).flatten()
+    if counts.numel() == 0:
+        raise ValueError("class_counts is empty")
+    bad = (counts <= 0).nonzero().flatten().tolist()
+    if bad:
+        raise ValueError(
+            f"class_counts must be positive; class {bad[0]} has count {counts[bad[0]].item():g}"
+        )
+    return counts
+
+
+def shifted_cross_entropy(logits: Tensor, shift: Tensor, targets: Tensor) -> Tensor:
+    """Cross-entropy of ``logits + shift`` (``shift`` ``[C]``), in at least float32."""
+    dtype = torch.promote_types(logits.dtype, torch.float32)
+    return F.cross_entropy(logits.to(dtype) + shift.to(dtype), targets)
+
+
+class CrossEntropyLoss(nn.CrossEntropyLoss):
+    """Plain softmax cross-entropy, the baseline every re-balancing loss reduces to.
+
+    Accepts (and ignores) ``class_counts`` so that every loss of the family is built alike.
+
+    Args:
+        class_counts: unused; training images per class.
+    """
+
+    def __init__(self, class_counts: Sequence[int] | Tensor | None = None) -> None:
+        super().__init__()
+
+
+class LogitAdjustedLoss(nn.Module):
+    """Logit-adjusted softmax cross-entropy.
+
+    - [0] Menon et al., "Long-tail learning via logit adjustment", ICLR 2021,
+      https://arxiv.org/abs/2007.07314 (eq. 10)
+
+    The loss adds ``tau * log(pi_y)`` to every logit before the softmax, where ``pi`` is
+    the training label prior (class counts over their sum):
+    ``loss = -log( exp(f_y + tau log pi_y) / sum_j exp(f_j + tau log pi_j) )``.
+    With ``tau = 0`` or equal counts it is plain cross-entropy.
+
+    Args:
+        class_counts: training images per class, length C.
+        tau: strength of the adjustment; 1 is Fisher-consistent for the balanced error.
+
+    Shapes:
+        logits ``[B, C]``, targets ``[B]`` (class indices) -> scalar.
+
+    Examples:
+        >>> loss = LogitAdjustedLoss([500, 50, 5])
+        >>> loss(torch.randn(4, 3), torch.tensor([0, 1, 2, 2])).shape
+        torch.Size([])
+    """
+
+    def __init__(self, class_counts: Sequence[int] | Tensor, tau: float = 1.0) -> None:
+        super().__init__()
+        if tau < 0:
+            raise ValueError(f"tau must be non-negative, got {tau}")
+        counts = class_counts_tensor(class_counts)
+        self.tau = tau
+        self.register_buffer("adjustment", tau * torch.log(counts / counts.sum()))
+
+    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
+        return shifted_cross_entropy(logits, self.adjustment, targets)
+
+
+class BalancedSoftmaxLoss(nn.Module):
+    """Balanced softmax cross-entropy.
+
+    - [0] Ren et al., "Balanced Meta-Softmax for Long-Tailed Visual Recognition",
+      NeurIPS 2020, https://arxiv.org/abs/2007.10740 (eq. 4)
+
+    The softmax is weighted by the class counts ``n_j``:
+    ``loss = -log( n_y exp(f_y) / sum_j n_j exp(f_j) )``, that is cross-entropy on
+    ``f + log n``. With equal counts it is plain cross-entropy.
+
+    Args:
+        class_counts: training images per class, length C.
+
+    Shapes:
+        logits ``[B, C]``, targets ``[B]`` -> scalar.
+
+    Examples:
+        >>> loss = BalancedSoftmaxLoss([500, 50, 5])
+        >>> loss(torch.randn(4, 3), torch.tensor([0, 1, 2, 2])).shape
+        torch.Size([])
+    """
+
+    def __init__(self, class_counts: Sequence[int] | Tensor) -> None:
+        super().__init__()
+        self.register_buffer("log_counts", torch.log(class_counts_tensor(class_counts)))
+
+    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
+        return shifted_cross_entropy(logits, self.log_counts, targets)

@@ -1,0 +1,62 @@
+"""Heads on top of a backbone: projection MLP and classifiers."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class ProjectionMLP(nn.Sequential):
+    """Linear - BatchNorm - ReLU - Linear, the projection head of SimCLR and BCL.
+
+    - [0] Chen et al., "A Simple Framework for Contrastive Learning of Visual
+      Representations", ICML 2020, https://arxiv.org/abs/2002.05709
+
+    Shapes: ``[B, in_dim]`` -> ``[B, out_dim]`` (not normalised).
+    """
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int) -> None:
+        super().__init__(
+            nn.Linear(in_dim, hidden_dim),
+            nn.BatchNorm1d(hidden_dim),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden_dim, out_dim),
+        )
+
+
+class CosineClassifier(nn.Module):
+    """Scaled cosine similarity between features and class weights.
+
+    ``logits_j = scale * <x / |x|, w_j / |w_j|>``: every class has a weight of the same
+    norm, so the head classes cannot win by a larger weight (as in LDAM and BCL).
+
+    Args:
+        in_features: feature dimension.
+        num_classes: C.
+        scale: the logits' range is ``[-scale, scale]``.
+
+    Shapes: ``[B, in_features]`` -> ``[B, C]``; ``weight`` is ``[C, in_features]``.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, scale: float = 30.0) -> None:
+        super().__init__()
+        bound = in_features**-0.5
+        self.weight = nn.Parameter(torch.empty(num_classes, in_features).uniform_(-bound, bound))
+        self.scale = scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.scale * F.linear(F.normalize(x, dim=1), F.normalize(self.weight, dim=1))
+
+
+CLASSIFIERS = ("cosine", "linear")
+
+
+def build_classifier(kind: str, in_features: int, num_classes: int) -> nn.Module:
+    """A ``cosine`` (CosineClassifier) or ``linear`` (nn.Linear) classifier; both have a
+    ``[C, in_features]`` ``weight``."""
+    if kind == "cosine":
+        return CosineClassifier(in_features, num_classes)
+    if kind == "linear":
+        return nn.Linear(in_features, num_classes)
+    raise ValueError(f"model.classifier must be one of {', '.join(CLASSIFIERS)}, got {kind!r}")
