@@ -99,3 +99,44 @@ def read_cifar(root: str | Path) -> DataSplits:
     )
     test = LabeledImages(*_read_cifar_batch(root / test_file, label_key), classes)
     return DataSplits(train=train, test=test)
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def _read_class_folders(root: Path, classes: list[str] | None = None) -> LabeledImages:
+    from PIL import Image
+
+    found = sorted(p.name for p in root.iterdir() if p.is_dir())
+    classes = classes or found
+    if not classes:
+        raise ValueError(f"{root}: no class folders")
+    unknown = sorted(set(found) - set(classes))
+    if unknown:
+        raise ValueError(f"{root / unknown[0]}: class {unknown[0]!r} is absent from the training set")
+    images, labels = [], []
+    for label, name in enumerate(classes):
+        files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        for path in files:
+            try:
+                with Image.open(path) as image:
+                    images.append(np.asarray(image.convert("RGB")))
+            except OSError as error:
+                raise ValueError(f"{path}: cannot read image ({error})") from None
+            labels.append(label)
+    shapes = {image.shape for image in images}
+    if len(shapes) > 1:
+        raise ValueError(f"{root}: images differ in size ({', '.join(map(str, sorted(shapes)[:3]))})")
+    return LabeledImages(np.stack(images), np.asarray(labels, dtype=np.int64), classes)
+
+
+def read_folder(root: str | Path) -> DataSplits:
+    """Image folders ``root/{train,test}/<class>/<image>`` (and ``root/val`` if present),
+    one sub-folder per class as torchvision's ImageFolder; classes in sorted order."""
+    root = Path(root)
+    for split in ("train", "test"):
+        if not (root / split).is_dir():
+            raise ValueError(f"{root}: no '{split}' folder (expected {root}/{split}/<class>/<image>)")
+    train = _read_class_folders(root / "train")
+    val = _read_class_folders(root / "val", train.classes) if (root / "val").is_dir() else None
+    return DataSplits(train, _read_class_folders(root / "test", train.classes), val)

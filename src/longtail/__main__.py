@@ -1,0 +1,5 @@
+import sys
+
+from longtail.cli import main
+
+sys.exit(main())

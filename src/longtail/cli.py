@@ -1,0 +1,125 @@
+"""The ``longtail`` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import warnings
+
+from longtail import __version__
+
+
+def _quiet_lightning() -> None:
+    """Keep Lightning's start-up notes and tips out of the user's way; warnings stay."""
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        for logger in (logging.getLogger(name), logging.getLogger(f"{name}.utilities.rank_zero")):
+            logger.setLevel(logging.WARNING)
+    for message in (
+        ".*does not have many workers.*",
+        ".*is smaller than the logging interval.*",
+        ".*exists and is not empty.*",
+        ".*LeafSpec.*",
+        ".*across ranks is zero.*",
+    ):
+        warnings.filterwarnings("ignore", message=message)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from longtail.config import load_config
+    from longtail.run import format_results, train
+
+    config = load_config(args.config or [], args.overrides)
+    run_dir, metrics = train(config, progress=not args.no_progress)
+    print(f"\n{metrics['method']} on {metrics['dataset']}: {metrics['epochs']} epochs, "
+          f"{metrics['wall_s']:.0f} s, {metrics['images_per_s']:.0f} images/s\n")
+    print(format_results(metrics["test"], metrics["classes"], metrics["train_counts"],
+                         config.eval.many, config.eval.few))
+    print(f"\nrun directory: {run_dir}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from longtail.run import evaluate, format_results
+
+    info, results = evaluate(args.path, progress=not args.no_progress)
+    evaluation = info["config"]["eval"]
+    print(format_results(results, info["classes"], info["class_counts"],
+                         evaluation["many"], evaluation["few"]))
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from longtail.data import SAMPLERS
+    from longtail.losses import CLASSIFICATION_LOSSES
+    from longtail.methods import METHODS
+    from longtail.models import BACKBONES
+
+    def first_line(obj) -> str:
+        return (obj.__doc__ or "").strip().splitlines()[0]
+
+    sections = {
+        "methods (method.name)": {name: text for name, (_, text) in METHODS.items()},
+        "classification losses (method.loss)": {
+            name: first_line(cls) for name, cls in CLASSIFICATION_LOSSES.items()
+        },
+        "samplers (data.sampler)": SAMPLERS,
+        "backbones (model.backbone)": {
+            **{name: text for name, (_, text) in BACKBONES.items()},
+            "timm:<name>": "any timm model, randomly initialised (needs longtail[timm])",
+        },
+    }
+    for title, entries in sections.items():
+        print(title)
+        width = max(map(len, entries))
+        for name, text in entries.items():
+            print(f"  {name:<{width}}  {text}")
+        print()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="longtail", description="Long-tailed image classification: BCL and the field's methods."
+    )
+    parser.add_argument("--version", action="version", version=f"longtail {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser(
+        "train", help="train a model (default: BCL on Digits-LT)",
+        description="Train a model. Config keys: see the README; e.g. optim.epochs=10 method.name=ce.",
+    )
+    train.add_argument("--config", action="append", metavar="FILE", help="YAML config; repeat to merge in order")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=0.1")
+    train.set_defaults(run=cmd_train)
+
+    evaluate = commands.add_parser("eval", help="re-evaluate a run directory or checkpoint on its test set")
+    evaluate.add_argument("path", metavar="RUN_DIR|CHECKPOINT")
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evaluate.set_defaults(run=cmd_eval)
+
+    methods = commands.add_parser("methods", help="list every method, loss, sampler and backbone")
+    methods.set_defaults(run=cmd_methods)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_lightning()
+    try:
+        return args.run(args)
+    except (ValueError, OSError) as error:
+        if os.environ.get("LONGTAIL_DEBUG"):
+            raise
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"longtail: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("longtail: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

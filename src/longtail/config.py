@@ -1,0 +1,355 @@
+"""The run configuration: a schema of dataclasses, YAML files, ``key=value`` overrides.
+
+Several YAML files merge in order, then the overrides. Every key is checked: an unknown
+one is named with the nearest valid key, a value of the wrong type or out of range is
+named with the key. Errors are ``ConfigError``, one line each.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import types
+import typing
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from longtail.data.longtail import PROFILES
+from longtail.data.module import SAMPLERS
+from longtail.data.transforms import parse_view
+from longtail.methods import METHODS
+from longtail.models.backbones import check_backbone_name
+from longtail.models.heads import CLASSIFIERS
+from longtail.optim import OptimConfig
+
+FORMATS = ("folder", "list", "cifar", "digits")
+PRECISIONS = ("32", "32-true", "64", "64-true", "16-mixed", "bf16-mixed", "bf16-true", "16-true")
+
+
+class ConfigError(ValueError):
+    """A bad configuration; the message is one line naming the key, value or file."""
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from, how the training set is made long-tailed, the views."""
+
+    format: str | None = None
+    root: str | None = None
+    train_list: str | None = None
+    test_list: str | None = None
+    imbalance_factor: float | None = None
+    profile: str = "exp"
+    seed: int = 0
+    sampler: str = "random"
+    views: list[str] = field(default_factory=lambda: ["standard", "standard", "standard"])
+    batch_size: int = 64
+    num_workers: int | None = None
+    on_corrupt: str = "error"
+
+
+@dataclass
+class ModelConfig:
+    """The backbone and the heads: ``feat_dim`` is the projected embedding's size."""
+
+    backbone: str = "resnet32"
+    feat_dim: int = 128
+    hidden_dim: int = 512
+    classifier: str | None = None
+
+
+@dataclass
+class TrainerConfig:
+    """Passed to Lightning's Trainer."""
+
+    accelerator: str = "auto"
+    devices: str | int = "auto"
+    precision: str = "32"
+    deterministic: bool = False
+    checkpoint_every: int | None = None
+
+
+@dataclass
+class EvalConfig:
+    """Shot-split thresholds: many-shot above ``many`` training images, few below ``few``."""
+
+    many: int = 100
+    few: int = 20
+
+
+@dataclass
+class Config:
+    """A whole run. ``method`` holds ``name`` and that method's own arguments."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: dict[str, Any] = field(default_factory=lambda: {"name": "bcl"})
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0
+    out_dir: str = "runs"
+
+    @property
+    def dataset_name(self) -> str:
+        return "digits" if self.data.format == "digits" else Path(self.data.root or "data").name
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+#: Arguments of a method that the run supplies, not the config's ``method`` section.
+SUPPLIED_ARGUMENTS = {"num_classes", "class_counts", "backbone", "classifier", "optim", "many", "few"}
+#: Arguments of a method that come from the ``model`` section.
+MODEL_ARGUMENTS = {"feat_dim", "hidden_dim"}
+
+
+def method_class(name: str) -> type:
+    """The LightningModule class behind the method ``name``."""
+    builder = METHODS[name][0]
+    return builder.func if isinstance(builder, partial) else builder
+
+
+def method_options(name: str) -> dict[str, inspect.Parameter]:
+    """The arguments of method ``name`` that its config section may set."""
+    builder = METHODS[name][0]
+    fixed = builder.keywords if isinstance(builder, partial) else {}
+    parameters = inspect.signature(method_class(name), eval_str=True).parameters
+    return {
+        key: p
+        for key, p in parameters.items()
+        if key not in SUPPLIED_ARGUMENTS | MODEL_ARGUMENTS and key not in fixed
+    }
+
+
+def _suggest(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """``value`` as the type ``annotation``, or ``ConfigError`` naming ``key``."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(errors[-1])
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(item, args[0], f"{key}[{i}]") for i, item in enumerate(value)]
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if annotation in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+        if annotation is int:
+            if not number.is_integer():
+                raise ConfigError(f"{key}: expected an integer, got {value!r}")
+            return int(number)
+        return number
+    if annotation is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    if annotation is Any:
+        return value
+    raise TypeError(f"no coercion to {annotation} for {key}")
+
+
+def _build_section(cls: type, values: dict, prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in values.items():
+        if key not in hints:
+            valid = [f"{prefix}.{name}" for name in hints]
+            raise ConfigError(f"unknown key '{prefix}.{key}'{_suggest(f'{prefix}.{key}', valid)}")
+        kwargs[key] = _coerce(value, hints[key], f"{prefix}.{key}")
+    return cls(**kwargs)
+
+
+def _build_method(values: dict) -> dict:
+    name = values.get("name", "bcl")
+    if name not in METHODS:
+        raise ConfigError(
+            f"method.name: unknown method {name!r}{_suggest(str(name), list(METHODS))}; "
+            f"choose one of {', '.join(METHODS)}"
+        )
+    options = method_options(name)
+    method = {"name": name}
+    for key, value in values.items():
+        if key == "name":
+            continue
+        if key not in options:
+            valid = [f"method.{option}" for option in options]
+            raise ConfigError(
+                f"unknown key 'method.{key}' for method {name!r}"
+                f"{_suggest(f'method.{key}', valid)}; its keys: {', '.join(options) or 'none'}"
+            )
+        method[key] = _coerce(value, options[key].annotation, f"method.{key}")
+    for key, parameter in options.items():
+        method.setdefault(key, parameter.default)
+    return method
+
+
+def _check(key: str, ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
+def validate(config: Config) -> None:
+    """Check values beyond their types; infer ``data.format`` from ``data.root``."""
+    data = config.data
+    if data.format is None:
+        data.format = infer_format(data.root)
+    _check("data.format", data.format in FORMATS, f"must be one of {', '.join(FORMATS)}, got {data.format!r}")
+    if data.format != "digits":
+        _check("data.root", data.root is not None, f"is required for data.format={data.format}")
+        _check("data.root", Path(data.root).exists(), f"no such file or folder: {data.root}")
+    _check("data.imbalance_factor", data.imbalance_factor is None or data.imbalance_factor >= 1,
+           f"must be at least 1, got {data.imbalance_factor}")
+    _check("data.profile", data.profile in PROFILES, f"must be one of {', '.join(PROFILES)}, got {data.profile!r}")
+    _check("data.sampler", data.sampler in SAMPLERS, f"must be one of {', '.join(SAMPLERS)}, got {data.sampler!r}")
+    _check("data.batch_size", data.batch_size >= 1, f"must be at least 1, got {data.batch_size}")
+    _check("data.on_corrupt", data.on_corrupt in ("error", "skip"), f"must be error or skip, got {data.on_corrupt!r}")
+    _check("data.views", len(data.views) >= 1, "needs at least one view")
+    for i, view in enumerate(data.views):
+        try:
+            parse_view(view)
+        except ValueError as error:
+            raise ConfigError(f"data.views[{i}]: {error}") from None
+    needed = method_class(config.method["name"]).num_views
+    _check(
+        "data.views",
+        len(data.views) >= needed,
+        f"method {config.method['name']!r} needs {needed} views, got {len(data.views)}",
+    )
+    try:
+        check_backbone_name(config.model.backbone)
+    except ValueError as error:
+        raise ConfigError(f"model.backbone: {error}") from None
+    classifier = config.model.classifier
+    _check("model.classifier", classifier is None or classifier in CLASSIFIERS,
+           f"must be one of {', '.join(CLASSIFIERS)}, got {classifier!r}")
+    _check("model.feat_dim", config.model.feat_dim >= 1, f"must be at least 1, got {config.model.feat_dim}")
+    try:
+        config.optim.validate()
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    _check("trainer.precision", config.trainer.precision in PRECISIONS,
+           f"must be one of {', '.join(PRECISIONS)}, got {config.trainer.precision!r}")
+    _check("eval.few", 0 <= config.eval.few <= config.eval.many, "must be between 0 and eval.many")
+
+
+def infer_format(root: str | None) -> str:
+    """``digits`` without a root; ``cifar`` for a folder of CIFAR pickles; ``list`` for a
+    text file; ``folder`` otherwise."""
+    if root is None:
+        return "digits"
+    path = Path(root)
+    if (path / "meta").exists() or (path / "batches.meta").exists():
+        return "cifar"
+    if path.is_file():
+        return "list"
+    return "folder"
+
+
+def load_yaml(path: str | Path) -> dict:
+    """A YAML mapping from ``path``; errors name the file and line."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read config ({error.strerror or error})") from None
+    try:
+        values = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: invalid YAML ({getattr(error, 'problem', error)})") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of sections, got {type(values).__name__}")
+    return values
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"optim.lr=0.1"`` -> ``(["optim", "lr"], 0.1)``; the value is read as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r} is not key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def merge(base: dict, update: dict) -> dict:
+    """A copy of ``base`` with ``update`` merged into it, mapping by mapping."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def from_dict(values: dict) -> Config:
+    """A validated ``Config`` from nested mappings."""
+    sections = {f.name: f for f in dataclasses.fields(Config)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in sections:
+            valid = list(sections) + [f"{s}.{k}" for s in ("data", "model", "optim", "trainer", "eval")
+                                      for k in typing.get_type_hints(typing.get_type_hints(Config)[s])]
+            raise ConfigError(f"unknown key '{key}'{_suggest(key, valid)}")
+        if key == "method":
+            kwargs[key] = _build_method(value if isinstance(value, dict) else {"name": value})
+        elif key in ("seed", "out_dir"):
+            kwargs[key] = _coerce(value, typing.get_type_hints(Config)[key], key)
+        else:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{key}: expected a section of keys, got {value!r}")
+            kwargs[key] = _build_section(typing.get_type_hints(Config)[key], value, key)
+    kwargs.setdefault("method", _build_method({}))
+    config = Config(**kwargs)
+    validate(config)
+    return config
+
+
+def load_config(files: list[str | Path] = (), overrides: list[str] = ()) -> Config:
+    """Merge the YAML ``files`` in order, then the ``key=value`` ``overrides``; validate."""
+    values: dict = {}
+    for path in files:
+        values = merge(values, load_yaml(path))
+    for text in overrides:
+        keys, value = parse_override(text)
+        for key in reversed(keys[1:]):
+            value = {key: value}
+        values = merge(values, {keys[0]: value})
+    return from_dict(values)

@@ -1,0 +1,75 @@
+"""Data: readers, long-tail construction, views, and the DataModule."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from longtail.data.longtail import longtail_counts, shot_groups, subsample_indices
+from longtail.data.module import SAMPLERS, LongTailDataModule
+from longtail.data.readers import DataSplits, LabeledImages, read_cifar, read_digits, read_folder
+
+#: The imbalance factor of Digits-LT, the embedded default data.
+DIGITS_IMBALANCE_FACTOR = 10.0
+
+
+def make_longtailed(
+    data: LabeledImages, imbalance_factor: float, profile: str = "exp", seed: int = 0
+) -> LabeledImages:
+    """Subsample a training set to a long-tailed profile, class 0 the head.
+
+    The head keeps as many images as the smallest class has (``n_max``), so that every
+    class can give its share; see ``longtail_counts`` and ``subsample_indices``.
+    """
+    available = data.counts()
+    counts = longtail_counts(min(available), len(available), imbalance_factor, profile)
+    return data.subset(subsample_indices(data.labels, counts, seed))
+
+
+def read_splits(
+    format: str,
+    root: str | None = None,
+    imbalance_factor: float | None = None,
+    profile: str = "exp",
+    seed: int = 0,
+) -> DataSplits:
+    """Read a data set and make its training set long-tailed.
+
+    Args:
+        format: ``digits``, ``cifar`` or ``folder``.
+        root: the data's folder (not for ``digits``).
+        imbalance_factor: the ratio of the largest to the smallest class after
+            subsampling; ``None`` keeps the training set as it is (Digits-LT uses 10).
+        profile: ``exp`` or ``step``.
+        seed: the subsampling seed.
+    """
+    if format == "digits":
+        splits = read_digits(seed=seed)
+        imbalance_factor = imbalance_factor or DIGITS_IMBALANCE_FACTOR
+    elif format == "cifar":
+        splits = read_cifar(root)
+    elif format == "folder":
+        splits = read_folder(root)
+    else:
+        raise ValueError(f"data.format={format} is not supported yet; use digits, cifar or folder")
+    if imbalance_factor is not None:
+        splits.train = make_longtailed(splits.train, imbalance_factor, profile, seed)
+    if not np.all(np.asarray(splits.train.counts()) > 0):
+        empty = splits.train.counts().index(0)
+        raise ValueError(f"class {splits.train.classes[empty]!r} has no training image")
+    return splits
+
+
+__all__ = [
+    "DataSplits",
+    "LabeledImages",
+    "LongTailDataModule",
+    "SAMPLERS",
+    "longtail_counts",
+    "make_longtailed",
+    "read_cifar",
+    "read_digits",
+    "read_folder",
+    "read_splits",
+    "shot_groups",
+    "subsample_indices",
+]

@@ -1,0 +1,65 @@
+"""What the machine offers: CPU capability, native bfloat16, the GPU."""
+
+from __future__ import annotations
+
+import os
+import platform
+import warnings
+from functools import cache
+
+import torch
+
+_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@cache
+def cpu_flags() -> frozenset[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def native_bf16() -> bool:
+    """Whether the CPU computes bfloat16 natively (AVX-512 BF16 or AMX); elsewhere
+    PyTorch emulates it, many times slower than float32."""
+    return any(flag in cpu_flags() for flag in _BF16_FLAGS) or platform.machine() == "arm64"
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict:
+    """The machine as benchmarks record it."""
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "capability": torch.backends.cpu.get_cpu_capability(),
+        "native_bf16": native_bf16(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+    }
+
+
+def warn_if_slow_precision(precision: str, accelerator: str) -> None:
+    """Warn once when bfloat16 would run emulated on this CPU."""
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if on_cpu and precision.startswith("bf16") and not native_bf16():
+        warnings.warn(
+            f"trainer.precision={precision} on a CPU without native bfloat16 "
+            f"(capability {torch.backends.cpu.get_cpu_capability()}): it is emulated and runs "
+            "many times slower than precision=32",
+            stacklevel=2,
+        )

@@ -1,0 +1,220 @@
+"""One training run, end to end, and re-evaluation from a checkpoint.
+
+config -> data -> method -> Lightning Trainer -> test -> run directory.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from longtail.config import MODEL_ARGUMENTS, Config, ConfigError, from_dict, method_class
+from longtail.data import LongTailDataModule, read_splits, shot_groups
+from longtail.files import AtomicCheckpointIO, atomic_write_text
+from longtail.hardware import warn_if_slow_precision
+from longtail.methods import METHODS, ClassifierMethod
+from longtail.progress import progress_callback
+
+
+def build_method(config: Config, class_counts: list[int]) -> ClassifierMethod:
+    """The method of ``config``, for a training set with ``class_counts``."""
+    name = config.method["name"]
+    parameters = inspect.signature(method_class(name)).parameters
+    options = {key: value for key, value in config.method.items() if key != "name"}
+    options.update({key: getattr(config.model, key) for key in MODEL_ARGUMENTS if key in parameters})
+    return METHODS[name][0](
+        num_classes=len(class_counts),
+        class_counts=class_counts,
+        backbone=config.model.backbone,
+        classifier=config.model.classifier or parameters["classifier"].default,
+        optim=config.optim,
+        many=config.eval.many,
+        few=config.eval.few,
+        **options,
+    )
+
+
+def resolve(config: Config) -> Config:
+    """Fill in the defaults that depend on the method (its classifier)."""
+    if config.model.classifier is None:
+        parameters = inspect.signature(method_class(config.method["name"])).parameters
+        config.model.classifier = parameters["classifier"].default
+    return config
+
+
+def new_run_dir(config: Config) -> Path:
+    """``<out_dir>/<date>-<time>-<dataset>-<method>``, made unique."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path(config.out_dir) / f"{stamp}-{config.dataset_name}-{config.method['name']}"
+    run_dir, n = base, 1
+    while run_dir.exists():
+        n += 1
+        run_dir = base.with_name(f"{base.name}-{n}")
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+class RunInfo(Callback):
+    """Stores in every checkpoint what evaluation needs besides the weights."""
+
+    def __init__(self, info: dict) -> None:
+        self.info = info
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        checkpoint["longtail"] = self.info
+
+
+def _trainer(config: Config, progress: bool, callbacks: list[Callback] = (), **kwargs) -> L.Trainer:
+    warn_if_slow_precision(config.trainer.precision, config.trainer.accelerator)
+    return L.Trainer(
+        callbacks=[*callbacks, *progress_callback(progress)],
+        enable_progress_bar=progress and sys.stderr.isatty(),
+        accelerator=config.trainer.accelerator,
+        devices=config.trainer.devices,
+        precision=config.trainer.precision,
+        deterministic=config.trainer.deterministic,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        **kwargs,
+    )
+
+
+def format_results(results: dict, classes: list[str], train_counts: list[int], many: int, few: int) -> str:
+    """The end-of-run table: shot-split accuracy, then each class's count and accuracy."""
+
+    def percent(value: float | None) -> str:
+        return "   -" if value is None else f"{value:5.1f}"
+
+    groups = shot_groups(train_counts, many, few)
+    sizes = {g: groups.count(g) for g in ("many", "medium", "few")}
+    lines = [
+        f"{'overall':>8} {'many':>6} {'medium':>6} {'few':>6}   (many: >{many} images, few: <{few})",
+        f"{percent(results['overall']):>8} {percent(results['many']):>6} "
+        f"{percent(results['medium']):>6} {percent(results['few']):>6}   "
+        f"classes: {sizes['many']} / {sizes['medium']} / {sizes['few']}",
+        "",
+        f"{'class':<20} {'train':>7} {'shot':>7} {'accuracy':>9}",
+    ]
+    for name, count, group, accuracy in zip(classes, train_counts, groups, results["per_class"]):
+        lines.append(f"{name[:20]:<20} {count:>7} {group:>7} {percent(accuracy):>9}")
+    return "\n".join(lines)
+
+
+def train(config: Config, progress: bool = True) -> tuple[Path, dict]:
+    """Train ``config``; return the run directory and the metrics written there."""
+    config = resolve(config)
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    data = config.data
+    splits = read_splits(data.format, data.root, data.imbalance_factor, data.profile, data.seed)
+    method = build_method(config, splits.train.counts())
+    datamodule = LongTailDataModule(
+        splits,
+        views=data.views[: method.num_views],
+        batch_size=data.batch_size,
+        num_workers=data.num_workers,
+        sampler=data.sampler,
+        seed=data.seed,
+    )
+    run_dir = new_run_dir(config)
+    atomic_write_text(run_dir / "config.yaml", config.to_yaml())
+    info = {
+        "config": config.to_dict(),
+        "classes": datamodule.classes,
+        "class_counts": datamodule.class_counts,
+        "mean": datamodule.mean,
+        "std": datamodule.std,
+    }
+    checkpoints = run_dir / "checkpoints"
+    callbacks: list[Callback] = [
+        RunInfo(info),
+        ModelCheckpoint(
+            dirpath=checkpoints,
+            save_last=True,
+            save_top_k=0,
+            every_n_train_steps=config.trainer.checkpoint_every,
+        ),
+    ]
+    if splits.val is not None:
+        callbacks.append(
+            ModelCheckpoint(dirpath=checkpoints, filename="best", monitor="val/overall", mode="max")
+        )
+    steps_per_epoch = max(1, len(splits.train) // data.batch_size)
+    trainer = _trainer(
+        config,
+        progress,
+        callbacks,
+        max_epochs=config.optim.epochs,
+        limit_val_batches=None if splits.val is not None else 0,
+        logger=[
+            TensorBoardLogger(run_dir, name="tensorboard", version=""),
+            CSVLogger(run_dir, name="", version=""),
+        ],
+        plugins=[AtomicCheckpointIO()],
+        log_every_n_steps=min(50, steps_per_epoch),
+    )
+    start = time.perf_counter()
+    trainer.fit(method, datamodule=datamodule)
+    wall_s = time.perf_counter() - start
+    trainer.test(method, datamodule=datamodule, verbose=False)
+    metrics = {
+        "method": config.method["name"],
+        "dataset": config.dataset_name,
+        "classes": datamodule.classes,
+        "train_counts": datamodule.class_counts,
+        "shot_groups": shot_groups(datamodule.class_counts, config.eval.many, config.eval.few),
+        "epochs": trainer.current_epoch,
+        "steps": trainer.global_step,
+        "wall_s": round(wall_s, 2),
+        "images_per_s": round(trainer.current_epoch * len(splits.train) / wall_s, 1),
+        "test": method.test_results,
+        "checkpoint": str(checkpoints / "last.ckpt"),
+    }
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return run_dir, metrics
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A checkpoint written by ``train``, loaded without unpickling arbitrary objects."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such checkpoint")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a broken file
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"{path}: cannot load checkpoint ({reason})") from None
+    if not isinstance(checkpoint, dict) or "longtail" not in checkpoint or "state_dict" not in checkpoint:
+        raise ConfigError(f"{path}: not a longtail checkpoint")
+    return checkpoint
+
+
+def evaluate(path: str | Path, progress: bool = True) -> tuple[dict, dict]:
+    """Test the checkpoint at ``path`` (or a run directory's last checkpoint).
+
+    Returns the checkpoint's run information and the test results.
+    """
+    checkpoint = load_checkpoint(path)
+    info = checkpoint["longtail"]
+    config = from_dict(info["config"])
+    data = config.data
+    splits = read_splits(data.format, data.root, data.imbalance_factor, data.profile, data.seed)
+    method = build_method(config, info["class_counts"])
+    method.load_state_dict(checkpoint["state_dict"])
+    datamodule = LongTailDataModule(
+        splits, views=["none"], batch_size=data.batch_size, num_workers=data.num_workers,
+        mean=info["mean"], std=info["std"],
+    )
+    trainer = _trainer(config, progress, logger=False, enable_checkpointing=False)
+    trainer.test(method, datamodule=datamodule, verbose=False)
+    return info, method.test_results

@@ -1,0 +1,109 @@
+"""The ``longtail`` command as a user runs it: a real process, its output and files."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+SHORT = ["optim.epochs=2", "optim.warmup_epochs=1", "data.num_workers=0"]
+
+
+def longtail(*args, cwd):
+    return subprocess.run(
+        [sys.executable, "-m", "longtail", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    """The default command (BCL on Digits-LT), shortened to two epochs."""
+    cwd = tmp_path_factory.mktemp("train")
+    result = longtail("train", "--no-progress", *SHORT, cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = (cwd / "runs").iterdir()
+    return result, run_dir
+
+
+def test_default_run_prints_the_shot_table(default_run):
+    result, run_dir = default_run
+    for word in ("overall", "many", "medium", "few", "class", "train", "accuracy"):
+        assert word in result.stdout
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    overall = f"{metrics['test']['overall']:5.1f}"
+    assert overall in result.stdout
+    assert len(metrics["test"]["per_class"]) == 10
+    assert metrics["train_counts"][0] > metrics["train_counts"][-1]
+
+
+def test_default_run_writes_every_file_of_the_run_directory(default_run):
+    _, run_dir = default_run
+    assert "digits-bcl" in run_dir.name
+    assert (run_dir / "config.yaml").read_text().count("name: bcl") == 1
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 2
+    header = (run_dir / "metrics.csv").read_text().splitlines()[0]
+    assert "train/loss" in header
+    assert (run_dir / "checkpoints" / "last.ckpt").stat().st_size > 0
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert not list(run_dir.rglob("*.tmp"))
+
+
+def test_a_run_logs_one_line_per_epoch_when_not_on_a_terminal(tmp_path):
+    result = longtail("train", *SHORT, "method.name=ce", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "epoch 1/2" in result.stderr and "epoch 2/2" in result.stderr
+
+
+def test_eval_reprints_the_same_numbers_from_the_checkpoint(default_run):
+    result, run_dir = default_run
+    evaluated = longtail("eval", "--no-progress", str(run_dir), cwd=run_dir.parent)
+    assert evaluated.returncode == 0, evaluated.stderr
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert f"{metrics['test']['overall']:5.1f}" in evaluated.stdout
+    table = result.stdout[result.stdout.index(" overall") :].split("\nrun directory")[0]
+    assert table.strip() == evaluated.stdout.strip()
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["train", "method.name=nosuch"], ["method.name", "nosuch"]),
+        (["train", "model.backbone=resnet999"], ["model.backbone", "resnet999"]),
+        (["train", "optim.lrr=0.1"], ["optim.lrr", "optim.lr"]),
+        (["train", "data.root=/no/such/data"], ["data.root", "/no/such/data"]),
+        (["train", "data.imbalance_factor=0.5"], ["data.imbalance_factor", "0.5"]),
+        (["train", "optim.lr=abc"], ["optim.lr", "abc"]),
+        (["train", "--config", "missing.yaml"], ["missing.yaml"]),
+        (["eval", "no/such/run"], ["no/such/run"]),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(tmp_path, args, words):
+    result = longtail(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for word in words:
+        assert word in lines[0]
+
+
+def test_a_truncated_checkpoint_is_named(default_run, tmp_path):
+    _, run_dir = default_run
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes((run_dir / "checkpoints" / "last.ckpt").read_bytes()[:1000])
+    result = longtail("eval", str(broken), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "broken.ckpt" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_methods_lists_every_family(tmp_path):
+    result = longtail("methods", cwd=tmp_path)
+    assert result.returncode == 0
+    for name in ("bcl", "ce", "logit_adjustment", "balanced_softmax", "logit_adjusted",
+                 "class_balanced", "resnet32", "resnet50", "resnext50_32x4d", "timm:"):
+        assert name in result.stdout
+    assert "Zhu et al." in result.stdout

@@ -1,0 +1,89 @@
+import pytest
+
+from longtail.config import ConfigError, load_config
+
+
+def test_defaults_are_bcl_on_digits_lt():
+    config = load_config()
+    assert config.method["name"] == "bcl"
+    assert config.data.format == "digits"
+    assert config.method["alpha"] == 2.0 and config.method["beta"] == 0.6
+
+
+def test_files_merge_in_order_then_overrides(tmp_path):
+    first = tmp_path / "a.yaml"
+    first.write_text("optim:\n  lr: 0.5\n  epochs: 7\nmethod:\n  name: bcl\n  beta: 0.3\n")
+    second = tmp_path / "b.yaml"
+    second.write_text("optim:\n  lr: 0.2\n")
+    config = load_config([first, second], ["optim.epochs=9", "data.views=[auto+cutout,sim,rand]"])
+    assert config.optim.lr == 0.2
+    assert config.optim.epochs == 9
+    assert config.method["beta"] == 0.3
+    assert config.data.views == ["auto+cutout", "sim", "rand"]
+
+
+def test_values_are_coerced_to_the_schema_types():
+    config = load_config([], ["optim.lr=1e-3", "optim.epochs=3.0", "trainer.deterministic=true"])
+    assert config.optim.lr == pytest.approx(0.001)
+    assert config.optim.epochs == 3 and isinstance(config.optim.epochs, int)
+    assert config.trainer.deterministic is True
+
+
+def test_method_options_come_from_the_method_signature():
+    config = load_config([], ["method.name=logit_adjustment", "method.tau=1.5"])
+    assert config.method == {"name": "logit_adjustment", "tau": 1.5}
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("optim.lrr=0.1", ["optim.lrr", "optim.lr"]),
+        ("dataa.seed=1", ["dataa", "data"]),
+        ("method.alpah=1", ["method.alpah", "method.alpha"]),
+        ("method.name=bcll", ["bcll", "bcl"]),
+        ("model.backbone=resnet33", ["resnet33", "resnet32"]),
+        ("data.imbalance_factor=0.5", ["data.imbalance_factor", "0.5"]),
+        ("optim.lr=fast", ["optim.lr", "fast"]),
+        ("optim.epochs=2.5", ["optim.epochs", "2.5"]),
+        ("data.views=[auto,blur]", ["data.views[1]", "blur"]),
+        ("data.root=/no/such/place", ["data.root", "/no/such/place"]),
+        ("data.profile=linear", ["data.profile", "linear"]),
+        ("trainer.precision=8", ["trainer.precision", "8"]),
+        ("noequals", ["noequals", "key=value"]),
+    ],
+)
+def test_bad_values_name_the_key_and_value(override, words):
+    with pytest.raises(ConfigError) as error:
+        load_config([], [override])
+    message = str(error.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message
+
+
+def test_a_method_that_needs_more_views_than_given():
+    with pytest.raises(ConfigError, match="needs 3 views"):
+        load_config([], ["data.views=[standard]"])
+
+
+def test_yaml_errors_name_the_file_and_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("optim:\n  lr: 0.1\n  epochs: [1,\n")
+    with pytest.raises(ConfigError, match=r"broken\.yaml:\d+"):
+        load_config([path])
+
+
+def test_a_missing_config_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="nothere.yaml"):
+        load_config([tmp_path / "nothere.yaml"])
+
+
+def test_every_shipped_config_loads(monkeypatch):
+    from pathlib import Path
+
+    configs = sorted(Path(__file__).parents[1].glob("configs/**/*.yaml"))
+    assert configs
+    for path in configs:
+        # the CIFAR recipes point at ../shared/data, which may be absent: check the rest
+        config = load_config([path], ["data.root=null", "data.format=digits"])
+        assert config.optim.epochs >= 1
