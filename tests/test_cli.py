@@ -107,3 +107,16 @@ def test_methods_lists_every_family(tmp_path):
                  "class_balanced", "resnet32", "resnet50", "resnext50_32x4d", "timm:"):
         assert name in result.stdout
     assert "Zhu et al." in result.stdout
+
+
+def test_data_info_prints_counts_shot_split_and_histogram(tmp_path):
+    result = longtail("data", "info", "data.imbalance_factor=5", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    from longtail.data import longtail_counts, read_digits
+
+    pool = min(read_digits().train.counts())
+    expected = longtail_counts(pool, 10, 5)
+    assert f"{sum(expected)} training images" in result.stdout
+    assert "imbalance factor" in result.stdout and "#" in result.stdout
+    for count in expected:
+        assert f" {count} " in result.stdout

@@ -50,6 +50,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_info(args: argparse.Namespace) -> int:
+    from longtail.config import load_config
+    from longtail.data import read_splits, shot_groups
+
+    config = load_config(args.config or [], args.overrides)
+    data = config.data
+    splits = read_splits(data.format, data.root, data.imbalance_factor, data.profile, data.seed)
+    counts = splits.train.counts()
+    groups = shot_groups(counts, config.eval.many, config.eval.few)
+    order = sorted(range(len(counts)), key=lambda c: -counts[c])
+    print(f"{config.dataset_name}: {len(counts)} classes, {len(splits.train)} training images, "
+          f"{len(splits.test)} test images"
+          + (f", {len(splits.val)} validation images" if splits.val is not None else ""))
+    print(f"imbalance factor {max(counts) / max(1, min(counts)):.1f} "
+          f"(largest {max(counts)}, smallest {min(counts)}); "
+          + ", ".join(f"{g} {groups.count(g)}" for g in ("many", "medium", "few"))
+          + f" classes (many: >{config.eval.many}, few: <{config.eval.few})\n")
+    width = min(24, max(len(name) for name in splits.train.classes))
+    for c in order:
+        bar = "#" * max(1, round(40 * counts[c] / max(counts)))
+        print(f"  {splits.train.classes[c][:width]:<{width}} {counts[c]:>7} {groups[c]:>6}  {bar}")
+    return 0
+
+
 def cmd_methods(args: argparse.Namespace) -> int:
     from longtail.data import SAMPLERS
     from longtail.losses import CLASSIFICATION_LOSSES
@@ -100,6 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     evaluate.set_defaults(run=cmd_eval)
 
+    data = commands.add_parser("data", help="inspect a data set").add_subparsers(dest="data_command", required=True)
+    info = data.add_parser(
+        "info", help="classes, counts, imbalance factor, shot split and a histogram of class sizes"
+    )
+    info.add_argument("--config", action="append", metavar="FILE", help="YAML config; repeat to merge in order")
+    info.add_argument("overrides", nargs="*", metavar="key=value", help="data.* overrides, e.g. data.imbalance_factor=100")
+    info.set_defaults(run=cmd_data_info)
+
     methods = commands.add_parser("methods", help="list every method, loss, sampler and backbone")
     methods.set_defaults(run=cmd_methods)
     return parser
@@ -110,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_lightning()
     try:
         return args.run(args)
+    except BrokenPipeError:  # the output was piped into a reader that stopped (head)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ValueError, OSError) as error:
         if os.environ.get("LONGTAIL_DEBUG"):
             raise
