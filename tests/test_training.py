@@ -84,3 +84,37 @@ def test_bcl_prototypes_are_the_projected_classifier_weights():
         method.classifier.weight.add_(1.0)
     moved = torch.nn.functional.normalize(method.prototype_projection(method.classifier.weight), dim=1)
     assert not torch.allclose(prototypes, moved)
+
+
+class NaNAtSteps(Supervised):
+    """Cross-entropy whose loss is NaN at the given optimiser steps."""
+
+    def __init__(self, nan_steps, **kwargs):
+        super().__init__(4, [120, 60, 30, 15], **kwargs)
+        self.nan_steps = set(nan_steps)
+
+    def training_losses(self, views, targets):
+        terms = super().training_losses(views, targets)
+        if self.global_step in self.nan_steps:
+            terms["classifier"] = terms["classifier"] * float("nan")
+        return terms
+
+
+def test_a_nonfinite_loss_stops_the_run_naming_the_step_and_term():
+    from longtail.methods import NonFiniteLossError
+
+    method = NaNAtSteps({3}, optim=OptimConfig(lr=0.1, epochs=2, warmup_epochs=0))
+    with pytest.raises(NonFiniteLossError, match=r"step 3 .*'classifier' is nan"):
+        fit_and_test(method, ["standard"], [120, 60, 30, 15], epochs=2)
+
+
+def test_skip_nonfinite_skips_up_to_n_steps_and_counts_them():
+    method = NaNAtSteps({3, 5}, optim=OptimConfig(lr=0.1, epochs=2, warmup_epochs=0))
+    method.max_skipped_steps = 2
+    before = {k: v.clone() for k, v in method.state_dict().items()}
+    results = fit_and_test(method, ["standard"], [120, 60, 30, 15], epochs=2)
+    assert method.skipped_steps == 2
+    assert results["overall"] is not None
+    weights = method.state_dict()
+    assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
+    assert any(not torch.equal(before[k], weights[k]) for k in before)

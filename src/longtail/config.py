@@ -72,6 +72,7 @@ class TrainerConfig:
     precision: str = "32"
     deterministic: bool = False
     checkpoint_every: int | None = None
+    skip_nonfinite: int = 0
 
 
 @dataclass
@@ -260,6 +261,8 @@ def validate(config: Config) -> None:
         raise ConfigError(str(error)) from None
     _check("trainer.precision", config.trainer.precision in PRECISIONS,
            f"must be one of {', '.join(PRECISIONS)}, got {config.trainer.precision!r}")
+    _check("trainer.skip_nonfinite", config.trainer.skip_nonfinite >= 0,
+           f"must be non-negative, got {config.trainer.skip_nonfinite}")
     _check("eval.few", 0 <= config.eval.few <= config.eval.many, "must be between 0 and eval.many")
 
 

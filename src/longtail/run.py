@@ -116,6 +116,7 @@ def train(config: Config, progress: bool = True) -> tuple[Path, dict]:
     data = config.data
     splits = read_splits(data.format, data.root, data.imbalance_factor, data.profile, data.seed)
     method = build_method(config, splits.train.counts())
+    method.max_skipped_steps = config.trainer.skip_nonfinite
     datamodule = LongTailDataModule(
         splits,
         views=data.views[: method.num_views],
@@ -175,6 +176,7 @@ def train(config: Config, progress: bool = True) -> tuple[Path, dict]:
         "steps": trainer.global_step,
         "wall_s": round(wall_s, 2),
         "images_per_s": round(trainer.current_epoch * len(splits.train) / wall_s, 1),
+        "skipped_steps": method.skipped_steps,
         "test": method.test_results,
         "checkpoint": str(checkpoints / "last.ckpt"),
     }

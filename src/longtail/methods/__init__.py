@@ -2,7 +2,7 @@
 
 from functools import partial
 
-from longtail.methods.base import ClassifierMethod
+from longtail.methods.base import ClassifierMethod, NonFiniteLossError
 from longtail.methods.bcl import BCL
 from longtail.methods.supervised import Supervised
 
@@ -25,4 +25,4 @@ METHODS = {
     "supervised": (Supervised, "one branch with any classification loss: method.loss=<name>"),
 }
 
-__all__ = ["BCL", "METHODS", "ClassifierMethod", "Supervised"]
+__all__ = ["BCL", "METHODS", "ClassifierMethod", "NonFiniteLossError", "Supervised"]

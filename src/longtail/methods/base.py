@@ -27,6 +27,10 @@ def build_classification_loss(name: str, class_counts: Sequence[int], tau: float
     return loss_class(class_counts)
 
 
+class NonFiniteLossError(ValueError):
+    """A loss term became NaN or infinite; the message names the step and the term."""
+
+
 class ClassifierMethod(L.LightningModule):
     """A backbone and a classifier; subclasses define ``training_losses``.
 
@@ -65,6 +69,8 @@ class ClassifierMethod(L.LightningModule):
         self.many, self.few = many, few
         self._eval_outputs: list[tuple[Tensor, Tensor]] = []
         self.test_results: dict | None = None
+        self.max_skipped_steps = 0
+        self.skipped_steps = 0
 
     def forward(self, images: Tensor) -> Tensor:
         """Logits ``[B, C]`` of images ``[B, 3, H, W]``."""
@@ -74,9 +80,25 @@ class ClassifierMethod(L.LightningModule):
         """The weighted loss terms of one batch, by name; their sum is minimised."""
         raise NotImplementedError
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+    def _check_finite(self, terms: dict[str, Tensor]) -> bool:
+        """True when every term is finite; False for a step to skip; raises past the limit."""
+        bad = {name: value.item() for name, value in terms.items() if not torch.isfinite(value)}
+        if not bad:
+            return True
+        if self.skipped_steps < self.max_skipped_steps:
+            self.skipped_steps += 1
+            return False
+        described = ", ".join(f"'{name}' is {value}" for name, value in bad.items())
+        raise NonFiniteLossError(
+            f"non-finite loss at step {self.global_step} (epoch {self.current_epoch}): {described}; "
+            f"{self.skipped_steps} step(s) skipped so far (trainer.skip_nonfinite={self.max_skipped_steps})"
+        )
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
         views, targets = batch
         terms = self.training_losses(views, targets)
+        if not self._check_finite(terms):
+            return None
         loss = torch.stack(list(terms.values())).sum()
         batch_size = len(targets)
         for name, value in terms.items():
