@@ -22,6 +22,7 @@ def _quiet_lightning() -> None:
         ".*exists and is not empty.*",
         ".*LeafSpec.*",
         ".*across ranks is zero.*",
+        ".*your dataloader is not resumable.*",  # longtail's sampler resumes mid-epoch itself
     ):
         warnings.filterwarnings("ignore", message=message)
 
@@ -30,12 +31,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     from longtail.config import load_config
     from longtail.run import format_results, train
 
-    config = load_config(args.config or [], args.overrides)
-    run_dir, metrics = train(config, progress=not args.no_progress)
+    if args.resume and (args.config or args.overrides):
+        raise ValueError("--resume continues a run with its own config: give no --config or key=value")
+    config = None if args.resume else load_config(args.config or [], args.overrides)
+    run_dir, metrics = train(config, progress=not args.no_progress, resume=args.resume)
     print(f"\n{metrics['method']} on {metrics['dataset']}: {metrics['epochs']} epochs, "
           f"{metrics['wall_s']:.0f} s, {metrics['images_per_s']:.0f} images/s\n")
     print(format_results(metrics["test"], metrics["classes"], metrics["train_counts"],
-                         config.eval.many, config.eval.few))
+                         metrics["many"], metrics["few"]))
     print(f"\nrun directory: {run_dir}")
     return 0
 
@@ -115,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a model. Config keys: see the README; e.g. optim.epochs=10 method.name=ce.",
     )
     train.add_argument("--config", action="append", metavar="FILE", help="YAML config; repeat to merge in order")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=0.1")
     train.set_defaults(run=cmd_train)
@@ -138,7 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # key=value overrides may come before and after options: gather them all
+    args, extra = parser.parse_known_args(argv)
+    unknown = [token for token in extra if "=" not in token or token.startswith("-")]
+    if unknown or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
+    if extra:
+        args.overrides += extra
     _quiet_lightning()
     try:
         return args.run(args)

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from longtail.data.longtail import PROFILES
-from longtail.data.module import SAMPLERS
+from longtail.data.samplers import SAMPLERS
 from longtail.data.transforms import parse_view
 from longtail.methods import METHODS
 from longtail.models.backbones import check_backbone_name

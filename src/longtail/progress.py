@@ -11,9 +11,8 @@ from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 class EpochLog(Callback):
     """Prints one line per training epoch: loss, learning rate, elapsed time."""
 
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        if trainer.current_epoch == 0:
-            self.start = time.perf_counter()
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.start = time.perf_counter()
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         metrics = trainer.callback_metrics

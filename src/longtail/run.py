@@ -5,7 +5,9 @@ config -> data -> method -> Lightning Trainer -> test -> run directory.
 
 from __future__ import annotations
 
+import csv
 import inspect
+import io
 import json
 import sys
 import time
@@ -17,7 +19,14 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from longtail.config import MODEL_ARGUMENTS, Config, ConfigError, from_dict, method_class
+from longtail.config import (
+    MODEL_ARGUMENTS,
+    Config,
+    ConfigError,
+    from_dict,
+    load_config,
+    method_class,
+)
 from longtail.data import LongTailDataModule, read_splits, shot_groups
 from longtail.files import AtomicCheckpointIO, atomic_write_text
 from longtail.hardware import warn_if_slow_precision
@@ -109,8 +118,18 @@ def format_results(results: dict, classes: list[str], train_counts: list[int], m
     return "\n".join(lines)
 
 
-def train(config: Config, progress: bool = True) -> tuple[Path, dict]:
-    """Train ``config``; return the run directory and the metrics written there."""
+def train(config: Config, progress: bool = True, resume: str | Path | None = None) -> tuple[Path, dict]:
+    """Train ``config``; return the run directory and the metrics written there.
+
+    With ``resume``, a run directory, ``config`` is ignored: the run continues from its
+    last checkpoint with its own config, and ends as it would have without the break.
+    """
+    if resume is not None:
+        run_dir = Path(resume)
+        resume_from = run_dir / "checkpoints" / "last.ckpt"
+        if not resume_from.is_file():
+            raise ConfigError(f"{run_dir}: no checkpoints/last.ckpt to resume from")
+        config = load_config([run_dir / "config.yaml"])
     config = resolve(config)
     L.seed_everything(config.seed, workers=True, verbose=False)
     data = config.data
@@ -123,10 +142,15 @@ def train(config: Config, progress: bool = True) -> tuple[Path, dict]:
         batch_size=data.batch_size,
         num_workers=data.num_workers,
         sampler=data.sampler,
-        seed=data.seed,
+        seed=config.seed,
     )
-    run_dir = new_run_dir(config)
-    atomic_write_text(run_dir / "config.yaml", config.to_yaml())
+    if resume is None:
+        run_dir, resume_from = new_run_dir(config), None
+        atomic_write_text(run_dir / "config.yaml", config.to_yaml())
+    else:
+        resumed_step = load_checkpoint(resume_from)["global_step"]
+        datamodule.resume_at(resumed_step)
+        earlier_curves = read_curves(run_dir / "metrics.csv", until_step=resumed_step)
     info = {
         "config": config.to_dict(),
         "classes": datamodule.classes,
@@ -148,7 +172,6 @@ def train(config: Config, progress: bool = True) -> tuple[Path, dict]:
         callbacks.append(
             ModelCheckpoint(dirpath=checkpoints, filename="best", monitor="val/overall", mode="max")
         )
-    steps_per_epoch = max(1, len(splits.train) // data.batch_size)
     trainer = _trainer(
         config,
         progress,
@@ -160,17 +183,23 @@ def train(config: Config, progress: bool = True) -> tuple[Path, dict]:
             CSVLogger(run_dir, name="", version=""),
         ],
         plugins=[AtomicCheckpointIO()],
-        log_every_n_steps=min(50, steps_per_epoch),
+        log_every_n_steps=min(50, datamodule.steps_per_epoch),
     )
     start = time.perf_counter()
-    trainer.fit(method, datamodule=datamodule)
+    trainer.fit(method, datamodule=datamodule, ckpt_path=resume_from)
     wall_s = time.perf_counter() - start
+    trainer.save_checkpoint(checkpoints / "last.ckpt")
+    if resume is not None:
+        # Lightning's CSV logger starts the file anew: put the rows before the break back
+        write_curves(run_dir / "metrics.csv", earlier_curves + read_curves(run_dir / "metrics.csv"))
     trainer.test(method, datamodule=datamodule, verbose=False)
     metrics = {
         "method": config.method["name"],
         "dataset": config.dataset_name,
         "classes": datamodule.classes,
         "train_counts": datamodule.class_counts,
+        "many": config.eval.many,
+        "few": config.eval.few,
         "shot_groups": shot_groups(datamodule.class_counts, config.eval.many, config.eval.few),
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
@@ -182,6 +211,24 @@ def train(config: Config, progress: bool = True) -> tuple[Path, dict]:
     }
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return run_dir, metrics
+
+
+def read_curves(path: Path, until_step: int | None = None) -> list[dict]:
+    """The rows of a ``metrics.csv`` (up to ``until_step``, when given)."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [row for row in rows if until_step is None or int(row["step"]) <= until_step]
+
+
+def write_curves(path: Path, rows: list[dict]) -> None:
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from longtail.data.longtail import longtail_counts, shot_groups, subsample_indices
-from longtail.data.module import SAMPLERS, LongTailDataModule
+from longtail.data.module import LongTailDataModule
+from longtail.data.samplers import SAMPLERS, EpochSampler
 from longtail.data.readers import DataSplits, LabeledImages, read_cifar, read_digits, read_folder
 
 #: The imbalance factor of Digits-LT, the embedded default data.
@@ -61,6 +62,7 @@ def read_splits(
 
 __all__ = [
     "DataSplits",
+    "EpochSampler",
     "LabeledImages",
     "LongTailDataModule",
     "SAMPLERS",

@@ -8,21 +8,19 @@ from collections.abc import Sequence
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset
 
 from longtail.data.readers import DataSplits, LabeledImages
+from longtail.data.samplers import SAMPLERS, EpochSampler
 from longtail.data.transforms import MultiView, view_transform
-
-#: Training samplers: name -> description.
-SAMPLERS = {
-    "random": "uniform over images, every image once per epoch (instance-balanced)",
-    "class_balanced": "each class equally likely, images drawn with replacement "
-    "(Kang et al., ICLR 2020, 'Decoupling Representation and Classifier')",
-}
 
 
 class TransformedImages(Dataset):
-    """Items ``(transform(image), label)`` of uint8 ``[N, H, W, 3]`` images."""
+    """Items ``(transform(image), label)`` of uint8 ``[N, H, W, 3]`` images.
+
+    A key ``(index, seed)`` (from ``EpochSampler``) seeds the augmentation of that item,
+    leaving the process's own random state as it was.
+    """
 
     def __init__(self, data: LabeledImages, transform) -> None:
         self.data = data
@@ -31,9 +29,14 @@ class TransformedImages(Dataset):
     def __len__(self) -> int:
         return len(self.data)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        index, seed = key if isinstance(key, tuple) else (key, None)
         image = torch.from_numpy(self.data.images[index]).permute(2, 0, 1)
-        return self.transform(image), int(self.data.labels[index])
+        if seed is None:
+            return self.transform(image), int(self.data.labels[index])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.transform(image), int(self.data.labels[index])
 
 
 def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
@@ -56,7 +59,7 @@ class LongTailDataModule(L.LightningDataModule):
         batch_size: images per training batch.
         num_workers: loader processes; ``None`` sizes them to the machine.
         sampler: a name from ``SAMPLERS``.
-        seed: seeds the class-balanced sampler.
+        seed: seeds the order and the augmentation of every epoch.
         mean, std: normalisation; by default the training set's channel statistics.
     """
 
@@ -82,8 +85,7 @@ class LongTailDataModule(L.LightningDataModule):
         self.views = list(views)
         self.batch_size = batch_size
         self.num_workers = default_num_workers() if num_workers is None else num_workers
-        self.sampler_name = sampler
-        self.seed = seed
+        self.train_sampler = EpochSampler(splits.train.labels, sampler, seed)
 
     @property
     def class_counts(self) -> list[int]:
@@ -93,24 +95,28 @@ class LongTailDataModule(L.LightningDataModule):
     def classes(self) -> list[str]:
         return self.splits.train.classes
 
-    def _loader(self, dataset: Dataset, shuffle: bool, sampler: Sampler | None = None) -> DataLoader:
+    def _loader(self, dataset: Dataset, sampler: EpochSampler | None = None) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle and sampler is None,
             sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-            drop_last=shuffle and len(dataset) > self.batch_size,
+            drop_last=sampler is not None and len(dataset) > self.batch_size,
         )
 
-    def _train_sampler(self) -> Sampler | None:
-        if self.sampler_name == "random":
-            return None
-        labels = torch.as_tensor(self.splits.train.labels)
-        weights = 1.0 / torch.as_tensor(self.class_counts, dtype=torch.float64)[labels]
-        generator = torch.Generator().manual_seed(self.seed)
-        return WeightedRandomSampler(weights, len(labels), replacement=True, generator=generator)
+    @property
+    def steps_per_epoch(self) -> int:
+        """Training batches per epoch (the last partial batch is dropped)."""
+        return max(1, len(self.splits.train) // self.batch_size)
+
+    def resume_at(self, global_step: int) -> None:
+        """Continue the epoch that ``global_step`` optimiser steps (one per batch) ended in:
+        its order, without the batches already trained on. Lightning resumes a loop in
+        the middle of an epoch without telling the sampler, so this is set beforehand."""
+        epoch, done = divmod(global_step, self.steps_per_epoch)
+        self.train_sampler.set_epoch(epoch)
+        self.train_sampler.skip = done * self.batch_size
 
     def eval_transform(self):
         return view_transform("none", self.size, self.mean, self.std)
@@ -118,12 +124,13 @@ class LongTailDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         transform = MultiView([view_transform(v, self.size, self.mean, self.std) for v in self.views])
         dataset = TransformedImages(self.splits.train, transform)
-        return self._loader(dataset, shuffle=True, sampler=self._train_sampler())
+        return self._loader(dataset, self.train_sampler)
 
     def val_dataloader(self) -> DataLoader | list:
         if self.splits.val is None:
             return []
-        return self._loader(TransformedImages(self.splits.val, self.eval_transform()), shuffle=False)
+        return self._loader(TransformedImages(self.splits.val, self.eval_transform()))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(TransformedImages(self.splits.test, self.eval_transform()), shuffle=False)
+        return self._loader(TransformedImages(self.splits.test, self.eval_transform()))
+

@@ -1,0 +1,64 @@
+"""Training samplers whose every epoch is a function of (seed, epoch) alone.
+
+Each item the sampler yields is ``(index, augmentation_seed)``: the dataset seeds the
+augmentation of that image with it. The order of an epoch and every random crop in it
+are then reproducible, whatever the number of loader processes, and a run resumed in
+the middle of an epoch sees exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch.utils.data import Sampler
+
+#: Training samplers: name -> description.
+SAMPLERS = {
+    "random": "uniform over images, every image once per epoch (instance-balanced)",
+    "class_balanced": "each class equally likely, images drawn with replacement "
+    "(Kang et al., ICLR 2020, 'Decoupling Representation and Classifier')",
+}
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Yields ``(index, augmentation_seed)`` for one epoch.
+
+    Args:
+        labels: the class of each training image.
+        name: ``random`` (a permutation) or ``class_balanced`` (each image drawn with
+            probability proportional to 1 / its class's size, with replacement).
+        seed: the run's seed.
+
+    ``set_epoch(e)`` chooses the epoch (Lightning calls it); ``skip`` items are left out
+    at the start of the next epoch's iteration, to resume mid-epoch.
+    """
+
+    def __init__(self, labels: Sequence[int], name: str = "random", seed: int = 0) -> None:
+        if name not in SAMPLERS:
+            raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+        self.labels = torch.as_tensor(labels)
+        self.name = name
+        self.seed = seed
+        self.epoch = 0
+        self.skip = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def _order(self, generator: torch.Generator) -> torch.Tensor:
+        if self.name == "random":
+            return torch.randperm(len(self.labels), generator=generator)
+        counts = torch.bincount(self.labels).to(torch.float64)
+        weights = 1.0 / counts[self.labels]
+        return torch.multinomial(weights, len(self.labels), replacement=True, generator=generator)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = self._order(generator)
+        seeds = torch.randint(0, 2**62, (len(order),), generator=generator)
+        start, self.skip = self.skip, 0
+        yield from zip(order[start:].tolist(), seeds[start:].tolist())

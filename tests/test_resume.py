@@ -1,0 +1,75 @@
+"""A run killed with SIGKILL mid-epoch, resumed, ends as the uninterrupted run does."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+
+ARGS = ["optim.epochs=3", "optim.warmup_epochs=1", "trainer.deterministic=true",
+        "trainer.checkpoint_every=2", "data.num_workers=1", "--no-progress"]
+STEPS_PER_EPOCH = 9  # Digits-LT: 585 training images, batches of 64
+
+
+def longtail(*args, cwd, wait=True):
+    command = [sys.executable, "-m", "longtail", *args]
+    if not wait:
+        return subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def only(folder):
+    (path,) = folder.iterdir()
+    return path
+
+
+def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
+    longtail("train", *ARGS, "out_dir=full", cwd=tmp_path)
+    full = only(tmp_path / "full")
+
+    process = longtail("train", *ARGS, "out_dir=killed", cwd=tmp_path, wait=False)
+    deadline = time.time() + 300
+    checkpoint, step = None, 0
+    # kill once a checkpoint inside the second epoch exists
+    while step <= STEPS_PER_EPOCH and time.time() < deadline:
+        time.sleep(0.1)
+        found = list((tmp_path / "killed").glob("*/checkpoints/last.ckpt"))
+        if found:
+            checkpoint = found[0]
+            try:
+                step = torch.load(checkpoint, weights_only=True)["global_step"]
+            except Exception:  # read while being replaced: try again
+                continue
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert checkpoint is not None and step > STEPS_PER_EPOCH
+    killed = only(tmp_path / "killed")
+    assert not (killed / "metrics.json").exists()  # it did not finish
+    resumed_at = torch.load(killed / "checkpoints/last.ckpt", weights_only=True)["global_step"]
+    assert resumed_at % STEPS_PER_EPOCH != 0  # mid-epoch
+
+    longtail("train", "--resume", str(killed), cwd=tmp_path)
+
+    expected = json.loads((full / "metrics.json").read_text())
+    resumed = json.loads((killed / "metrics.json").read_text())
+    assert resumed["test"] == expected["test"]
+    assert resumed["steps"] == expected["steps"] == 3 * STEPS_PER_EPOCH
+    a = torch.load(full / "checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    b = torch.load(killed / "checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    # the training curve keeps the rows from before the kill
+    assert (killed / "metrics.csv").read_text() == (full / "metrics.csv").read_text()
+
+
+def test_resume_needs_a_checkpoint(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = subprocess.run([sys.executable, "-m", "longtail", "train", "--resume", "empty"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "empty" in result.stderr and "last.ckpt" in result.stderr
+    assert "Traceback" not in result.stderr
