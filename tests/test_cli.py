@@ -120,3 +120,15 @@ def test_data_info_prints_counts_shot_split_and_histogram(tmp_path):
     assert "imbalance factor" in result.stdout and "#" in result.stdout
     for count in expected:
         assert f" {count} " in result.stdout
+
+
+def test_two_process_gloo_run_writes_one_run_directory(tmp_path):
+    result = longtail("train", *SHORT, "trainer.devices=2", "trainer.accelerator=cpu",
+                      "method.name=ce", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["processes"] == 2
+    # each process takes half of each epoch: 585 images, 292 per process, 4 batches of 64
+    assert metrics["steps"] == 2 * (585 // 2 // 64)
+    assert result.stdout.count("run directory:") == 1

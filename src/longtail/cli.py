@@ -13,6 +13,8 @@ from longtail import __version__
 
 def _quiet_lightning() -> None:
     """Keep Lightning's start-up notes and tips out of the user's way; warnings stay."""
+    import lightning  # noqa: F401  (it sets its loggers' levels on import)
+
     for name in ("lightning.pytorch", "lightning.fabric"):
         for logger in (logging.getLogger(name), logging.getLogger(f"{name}.utilities.rank_zero")):
             logger.setLevel(logging.WARNING)
@@ -29,12 +31,14 @@ def _quiet_lightning() -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from longtail.config import load_config
-    from longtail.run import format_results, train
+    from longtail.run import format_results, is_rank_zero, train
 
     if args.resume and (args.config or args.overrides):
         raise ValueError("--resume continues a run with its own config: give no --config or key=value")
     config = None if args.resume else load_config(args.config or [], args.overrides)
     run_dir, metrics = train(config, progress=not args.no_progress, resume=args.resume)
+    if not is_rank_zero():
+        return 0
     print(f"\n{metrics['method']} on {metrics['dataset']}: {metrics['epochs']} epochs, "
           f"{metrics['wall_s']:.0f} s, {metrics['images_per_s']:.0f} images/s\n")
     print(format_results(metrics["test"], metrics["classes"], metrics["train_counts"],

@@ -9,13 +9,17 @@ import csv
 import inspect
 import io
 import json
+import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
@@ -60,6 +64,40 @@ def resolve(config: Config) -> Config:
     return config
 
 
+#: Names the run directory for every process of a distributed run.
+RUN_DIR_VARIABLE = "LONGTAIL_RUN_DIR"
+
+
+def is_rank_zero() -> bool:
+    """True in the process that writes the run's files (the only one, without DDP)."""
+    return rank_zero_only.rank == 0
+
+
+@contextmanager
+def environment(name: str, value: str) -> Iterator[None]:
+    """Set an environment variable for the duration of a block."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = previous
+
+
+def shared_run_dir(config: Config) -> Path:
+    """The run directory: ``$LONGTAIL_RUN_DIR`` when set (by the first process of a
+    distributed run for the others, or by a user launching every process with torchrun
+    or SLURM), else a new one made by ``new_run_dir``."""
+    shared = os.environ.get(RUN_DIR_VARIABLE)
+    if shared:
+        Path(shared).mkdir(parents=True, exist_ok=True)
+        return Path(shared)
+    return new_run_dir(config)
+
+
 def new_run_dir(config: Config) -> Path:
     """``<out_dir>/<date>-<time>-<dataset>-<method>``, made unique."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -93,6 +131,7 @@ def _trainer(config: Config, progress: bool, callbacks: list[Callback] = (), **k
         deterministic=config.trainer.deterministic,
         enable_model_summary=False,
         num_sanity_val_steps=0,
+        use_distributed_sampler=False,  # the samplers shard themselves; evaluation sees all
         **kwargs,
     )
 
@@ -145,8 +184,9 @@ def train(config: Config, progress: bool = True, resume: str | Path | None = Non
         seed=config.seed,
     )
     if resume is None:
-        run_dir, resume_from = new_run_dir(config), None
-        atomic_write_text(run_dir / "config.yaml", config.to_yaml())
+        run_dir, resume_from = shared_run_dir(config), None
+        if is_rank_zero():
+            atomic_write_text(run_dir / "config.yaml", config.to_yaml())
     else:
         resumed_step = load_checkpoint(resume_from)["global_step"]
         datamodule.resume_at(resumed_step)
@@ -186,13 +226,11 @@ def train(config: Config, progress: bool = True, resume: str | Path | None = Non
         log_every_n_steps=min(50, datamodule.steps_per_epoch),
     )
     start = time.perf_counter()
-    trainer.fit(method, datamodule=datamodule, ckpt_path=resume_from)
-    wall_s = time.perf_counter() - start
-    trainer.save_checkpoint(checkpoints / "last.ckpt")
-    if resume is not None:
-        # Lightning's CSV logger starts the file anew: put the rows before the break back
-        write_curves(run_dir / "metrics.csv", earlier_curves + read_curves(run_dir / "metrics.csv"))
-    trainer.test(method, datamodule=datamodule, verbose=False)
+    with environment(RUN_DIR_VARIABLE, str(run_dir)):  # for the processes DDP starts
+        trainer.fit(method, datamodule=datamodule, ckpt_path=resume_from)
+        wall_s = time.perf_counter() - start
+        trainer.save_checkpoint(checkpoints / "last.ckpt")
+        trainer.test(method, datamodule=datamodule, verbose=False)
     metrics = {
         "method": config.method["name"],
         "dataset": config.dataset_name,
@@ -208,8 +246,13 @@ def train(config: Config, progress: bool = True, resume: str | Path | None = Non
         "skipped_steps": method.skipped_steps,
         "test": method.test_results,
         "checkpoint": str(checkpoints / "last.ckpt"),
+        "processes": trainer.world_size,
     }
-    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    if trainer.is_global_zero:
+        if resume is not None:
+            # Lightning's CSV logger starts the file anew: put the rows before the break back
+            write_curves(run_dir / "metrics.csv", earlier_curves + read_curves(run_dir / "metrics.csv"))
+        atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return run_dir, metrics
 
 

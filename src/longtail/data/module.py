@@ -86,6 +86,7 @@ class LongTailDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.train_sampler = EpochSampler(splits.train.labels, sampler, seed)
+        self.resume_step: int | None = None
 
     @property
     def class_counts(self) -> list[int]:
@@ -102,21 +103,29 @@ class LongTailDataModule(L.LightningDataModule):
             sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-            drop_last=sampler is not None and len(dataset) > self.batch_size,
+            drop_last=sampler is not None and len(sampler) > self.batch_size,
         )
 
     @property
     def steps_per_epoch(self) -> int:
-        """Training batches per epoch (the last partial batch is dropped)."""
-        return max(1, len(self.splits.train) // self.batch_size)
+        """Training batches per epoch and process (the last partial batch is dropped)."""
+        return max(1, len(self.train_sampler) // self.batch_size)
+
+    def setup(self, stage: str) -> None:
+        """Shard the training set across the processes of a distributed run."""
+        if self.trainer is not None:
+            self.train_sampler.shard(self.trainer.global_rank, self.trainer.world_size)
+        if self.resume_step is not None:
+            epoch, done = divmod(self.resume_step, self.steps_per_epoch)
+            self.train_sampler.set_epoch(epoch)
+            self.train_sampler.skip = done * self.batch_size
+            self.resume_step = None
 
     def resume_at(self, global_step: int) -> None:
         """Continue the epoch that ``global_step`` optimiser steps (one per batch) ended in:
         its order, without the batches already trained on. Lightning resumes a loop in
         the middle of an epoch without telling the sampler, so this is set beforehand."""
-        epoch, done = divmod(global_step, self.steps_per_epoch)
-        self.train_sampler.set_epoch(epoch)
-        self.train_sampler.skip = done * self.batch_size
+        self.resume_step = global_step
 
     def eval_transform(self):
         return view_transform("none", self.size, self.mean, self.std)

@@ -31,7 +31,10 @@ class EpochSampler(Sampler[tuple[int, int]]):
         seed: the run's seed.
 
     ``set_epoch(e)`` chooses the epoch (Lightning calls it); ``skip`` items are left out
-    at the start of the next epoch's iteration, to resume mid-epoch.
+    at the start of the next epoch's iteration, to resume mid-epoch. With
+    ``shard(rank, world_size)`` each of the processes of a distributed run takes every
+    ``world_size``-th position of the same epoch, so their items are disjoint, and all
+    take the same number.
     """
 
     def __init__(self, labels: Sequence[int], name: str = "random", seed: int = 0) -> None:
@@ -42,12 +45,18 @@ class EpochSampler(Sampler[tuple[int, int]]):
         self.seed = seed
         self.epoch = 0
         self.skip = 0
+        self.rank, self.world_size = 0, 1
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def shard(self, rank: int, world_size: int) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside a world of {world_size} processes")
+        self.rank, self.world_size = rank, world_size
+
     def __len__(self) -> int:
-        return len(self.labels)
+        return len(self.labels) // self.world_size
 
     def _order(self, generator: torch.Generator) -> torch.Tensor:
         if self.name == "random":
@@ -60,5 +69,7 @@ class EpochSampler(Sampler[tuple[int, int]]):
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = self._order(generator)
         seeds = torch.randint(0, 2**62, (len(order),), generator=generator)
+        mine = slice(self.rank, len(self) * self.world_size, self.world_size)
+        order, seeds = order[mine], seeds[mine]
         start, self.skip = self.skip, 0
         yield from zip(order[start:].tolist(), seeds[start:].tolist())
