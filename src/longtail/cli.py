@@ -59,11 +59,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_data_info(args: argparse.Namespace) -> int:
     from longtail.config import load_config
-    from longtail.data import read_splits, shot_groups
+    from longtail.data import shot_groups
+    from longtail.run import read_data
 
     config = load_config(args.config or [], args.overrides)
-    data = config.data
-    splits = read_splits(data.format, data.root, data.imbalance_factor, data.profile, data.seed)
+    splits = read_data(config)
     counts = splits.train.counts()
     groups = shot_groups(counts, config.eval.many, config.eval.few)
     order = sorted(range(len(counts)), key=lambda c: -counts[c])

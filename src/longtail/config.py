@@ -51,6 +51,8 @@ class DataConfig:
     batch_size: int = 64
     num_workers: int | None = None
     on_corrupt: str = "error"
+    cache: bool = True
+    cache_dir: str | None = None
 
 
 @dataclass
@@ -69,6 +71,7 @@ class TrainerConfig:
 
     accelerator: str = "auto"
     devices: str | int = "auto"
+    num_nodes: int = 1
     precision: str = "32"
     deterministic: bool = False
     checkpoint_every: int | None = None

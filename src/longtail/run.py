@@ -12,7 +12,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -32,10 +32,18 @@ from longtail.config import (
     method_class,
 )
 from longtail.data import LongTailDataModule, read_splits, shot_groups
+from longtail.data.cache import default_cache_dir
 from longtail.files import AtomicCheckpointIO, atomic_write_text
 from longtail.hardware import warn_if_slow_precision
 from longtail.methods import METHODS, ClassifierMethod
 from longtail.progress import progress_callback
+
+
+def read_data(config: Config):
+    """The run's data splits, the training set made long-tailed as the config asks."""
+    data = config.data
+    cache_dir = (data.cache_dir or default_cache_dir()) if data.cache else None
+    return read_splits(data.format, data.root, data.imbalance_factor, data.profile, data.seed, cache_dir)
 
 
 def build_method(config: Config, class_counts: list[int]) -> ClassifierMethod:
@@ -127,6 +135,7 @@ def _trainer(config: Config, progress: bool, callbacks: list[Callback] = (), **k
         enable_progress_bar=progress and sys.stderr.isatty(),
         accelerator=config.trainer.accelerator,
         devices=config.trainer.devices,
+        num_nodes=config.trainer.num_nodes,
         precision=config.trainer.precision,
         deterministic=config.trainer.deterministic,
         enable_model_summary=False,
@@ -157,8 +166,15 @@ def format_results(results: dict, classes: list[str], train_counts: list[int], m
     return "\n".join(lines)
 
 
-def train(config: Config, progress: bool = True, resume: str | Path | None = None) -> tuple[Path, dict]:
+def train(
+    config: Config,
+    progress: bool = True,
+    resume: str | Path | None = None,
+    callbacks: Sequence[Callback] = (),
+) -> tuple[Path, dict]:
     """Train ``config``; return the run directory and the metrics written there.
+
+    ``callbacks`` are Lightning callbacks added to the run's own.
 
     With ``resume``, a run directory, ``config`` is ignored: the run continues from its
     last checkpoint with its own config, and ends as it would have without the break.
@@ -172,7 +188,7 @@ def train(config: Config, progress: bool = True, resume: str | Path | None = Non
     config = resolve(config)
     L.seed_everything(config.seed, workers=True, verbose=False)
     data = config.data
-    splits = read_splits(data.format, data.root, data.imbalance_factor, data.profile, data.seed)
+    splits = read_data(config)
     method = build_method(config, splits.train.counts())
     method.max_skipped_steps = config.trainer.skip_nonfinite
     datamodule = LongTailDataModule(
@@ -199,7 +215,8 @@ def train(config: Config, progress: bool = True, resume: str | Path | None = Non
         "std": datamodule.std,
     }
     checkpoints = run_dir / "checkpoints"
-    callbacks: list[Callback] = [
+    callbacks = [
+        *callbacks,
         RunInfo(info),
         ModelCheckpoint(
             dirpath=checkpoints,
@@ -300,7 +317,7 @@ def evaluate(path: str | Path, progress: bool = True) -> tuple[dict, dict]:
     info = checkpoint["longtail"]
     config = from_dict(info["config"])
     data = config.data
-    splits = read_splits(data.format, data.root, data.imbalance_factor, data.profile, data.seed)
+    splits = read_data(config)
     method = build_method(config, info["class_counts"])
     method.load_state_dict(checkpoint["state_dict"])
     datamodule = LongTailDataModule(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from longtail.data.longtail import longtail_counts, shot_groups, subsample_indices
@@ -32,6 +34,7 @@ def read_splits(
     imbalance_factor: float | None = None,
     profile: str = "exp",
     seed: int = 0,
+    cache_dir: str | Path | None = None,
 ) -> DataSplits:
     """Read a data set and make its training set long-tailed.
 
@@ -42,6 +45,7 @@ def read_splits(
             subsampling; ``None`` keeps the training set as it is (Digits-LT uses 10).
         profile: ``exp`` or ``step``.
         seed: the subsampling seed.
+        cache_dir: where decoded images are kept (image folders); ``None``: no cache.
     """
     if format == "digits":
         splits = read_digits(seed=seed)
@@ -49,7 +53,7 @@ def read_splits(
     elif format == "cifar":
         splits = read_cifar(root)
     elif format == "folder":
-        splits = read_folder(root)
+        splits = read_folder(root, cache_dir)
     else:
         raise ValueError(f"data.format={format} is not supported yet; use digits, cifar or folder")
     if imbalance_factor is not None:

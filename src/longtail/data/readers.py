@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,9 +105,8 @@ def read_cifar(root: str | Path) -> DataSplits:
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
-def _read_class_folders(root: Path, classes: list[str] | None = None) -> LabeledImages:
-    from PIL import Image
-
+def _class_folder_files(root: Path, classes: list[str] | None = None) -> tuple[list[str], list[Path], list[int]]:
+    """The class names (sorted sub-folders, or ``classes``), the image files, their labels."""
     found = sorted(p.name for p in root.iterdir() if p.is_dir())
     classes = classes or found
     if not classes:
@@ -114,29 +114,61 @@ def _read_class_folders(root: Path, classes: list[str] | None = None) -> Labeled
     unknown = sorted(set(found) - set(classes))
     if unknown:
         raise ValueError(f"{root / unknown[0]}: class {unknown[0]!r} is absent from the training set")
-    images, labels = [], []
+    files, labels = [], []
     for label, name in enumerate(classes):
-        files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        for path in files:
-            try:
-                with Image.open(path) as image:
-                    images.append(np.asarray(image.convert("RGB")))
-            except OSError as error:
-                raise ValueError(f"{path}: cannot read image ({error})") from None
-            labels.append(label)
-    shapes = {image.shape for image in images}
-    if len(shapes) > 1:
-        raise ValueError(f"{root}: images differ in size ({', '.join(map(str, sorted(shapes)[:3]))})")
-    return LabeledImages(np.stack(images), np.asarray(labels, dtype=np.int64), classes)
+        folder = root / name
+        members = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+        if not members and classes is not found:
+            continue
+        if not members:
+            raise ValueError(f"{folder}: empty class folder")
+        files += members
+        labels += [label] * len(members)
+    return classes, files, labels
 
 
-def read_folder(root: str | Path) -> DataSplits:
+def decode_images(files: list[Path], description: str) -> np.ndarray:
+    """Decode image files to one uint8 RGB array ``[N, H, W, 3]``, showing progress."""
+    from PIL import Image
+    from tqdm import tqdm
+
+    images = []
+    for path in tqdm(files, desc=description, unit="image", disable=not sys.stderr.isatty()):
+        try:
+            with Image.open(path) as image:
+                images.append(np.asarray(image.convert("RGB")))
+        except OSError as error:
+            raise ValueError(f"{path}: cannot read image ({error})") from None
+        if images[-1].shape != images[0].shape:
+            raise ValueError(f"{path}: size {images[-1].shape[:2]} differs from {images[0].shape[:2]} of {files[0]}")
+    return np.stack(images)
+
+
+def _read_class_folders(root: Path, classes: list[str] | None, cache_dir: Path | None) -> LabeledImages:
+    classes, files, labels = _class_folder_files(root, classes)
+
+    def build() -> LabeledImages:
+        return LabeledImages(decode_images(files, f"decoding {root}"), np.asarray(labels, dtype=np.int64), classes)
+
+    if cache_dir is None:
+        return build()
+    from longtail.data.cache import cached
+
+    return cached(cache_dir, f"{root.parent.name}-{root.name}", files, {"reader": "folder", "classes": classes}, build)
+
+
+def read_folder(root: str | Path, cache_dir: str | Path | None = None) -> DataSplits:
     """Image folders ``root/{train,test}/<class>/<image>`` (and ``root/val`` if present),
-    one sub-folder per class as torchvision's ImageFolder; classes in sorted order."""
+    one sub-folder per class as torchvision's ImageFolder; classes in sorted order.
+
+    With ``cache_dir``, the decoded images are kept there (``longtail.data.cache``) and
+    read back memory-mapped while the files are unchanged.
+    """
     root = Path(root)
     for split in ("train", "test"):
         if not (root / split).is_dir():
             raise ValueError(f"{root}: no '{split}' folder (expected {root}/{split}/<class>/<image>)")
-    train = _read_class_folders(root / "train")
-    val = _read_class_folders(root / "val", train.classes) if (root / "val").is_dir() else None
-    return DataSplits(train, _read_class_folders(root / "test", train.classes), val)
+    cache_dir = Path(cache_dir) if cache_dir is not None else None
+    train = _read_class_folders(root / "train", None, cache_dir)
+    val = _read_class_folders(root / "val", train.classes, cache_dir) if (root / "val").is_dir() else None
+    return DataSplits(train, _read_class_folders(root / "test", train.classes, cache_dir), val)

@@ -1,0 +1,87 @@
+"""The decoded-image cache: built once, reused, rebuilt when a source changes or is damaged."""
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from longtail.data import read_folder
+
+
+def write_images(root, counts, size=6, seed=0):
+    rng = np.random.default_rng(seed)
+    for split, per_class in (("train", counts), ("test", [2] * len(counts))):
+        for c, n in enumerate(per_class):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i:03d}.png")
+
+
+def test_folder_reader_matches_the_files(tmp_path):
+    write_images(tmp_path / "data", [5, 3])
+    splits = read_folder(tmp_path / "data")
+    assert splits.train.classes == ["class0", "class1"]
+    assert splits.train.counts() == [5, 3] and splits.test.counts() == [2, 2]
+    first = np.asarray(Image.open(tmp_path / "data/train/class0/000.png"))
+    assert np.array_equal(splits.train.images[0], first)
+
+
+def test_the_cache_is_built_once_then_memory_mapped(tmp_path):
+    write_images(tmp_path / "data", [5, 3])
+    fresh = read_folder(tmp_path / "data", cache_dir=tmp_path / "cache")
+    entries = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert len(entries) == 4  # train and test: images and labels each
+    again = read_folder(tmp_path / "data", cache_dir=tmp_path / "cache")
+    assert isinstance(again.train.images, np.memmap)
+    assert np.array_equal(np.asarray(again.train.images), fresh.train.images)
+    assert np.array_equal(again.train.labels, fresh.train.labels)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == entries
+
+
+def test_a_changed_source_file_makes_a_new_entry(tmp_path):
+    write_images(tmp_path / "data", [5, 3])
+    read_folder(tmp_path / "data", cache_dir=tmp_path / "cache")
+    changed = tmp_path / "data/train/class1/000.png"
+    Image.fromarray(np.zeros((6, 6, 3), dtype=np.uint8)).save(changed)
+    os.utime(changed, ns=(1, 1))  # a different modification time, whatever the clock
+    splits = read_folder(tmp_path / "data", cache_dir=tmp_path / "cache")
+    assert splits.train.images[5].max() == 0
+    assert len(list((tmp_path / "cache").glob("data-train-*.npy"))) == 2
+
+
+def test_a_truncated_cache_file_is_named_and_rebuilt(tmp_path):
+    write_images(tmp_path / "data", [5, 3])
+    expected = np.array(read_folder(tmp_path / "data", cache_dir=tmp_path / "cache").train.images)
+    (images,) = (tmp_path / "cache").glob("data-train-*.npy")
+    images.write_bytes(images.read_bytes()[:200])
+    with pytest.warns(UserWarning, match=images.name):
+        rebuilt = read_folder(tmp_path / "data", cache_dir=tmp_path / "cache")
+    assert np.array_equal(np.asarray(rebuilt.train.images), expected)
+
+
+def test_a_corrupt_image_is_named(tmp_path):
+    write_images(tmp_path / "data", [2, 2])
+    bad = tmp_path / "data/train/class1/001.png"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="001.png"):
+        read_folder(tmp_path / "data", cache_dir=tmp_path / "cache")
+    assert not list((tmp_path / "cache").glob("*.tmp"))
+
+
+def test_grey_and_palette_images_become_rgb(tmp_path):
+    write_images(tmp_path / "data", [1, 1])
+    Image.fromarray(np.full((6, 6), 200, dtype=np.uint8), mode="L").save(tmp_path / "data/train/class0/000.png")
+    Image.fromarray(np.zeros((6, 6, 3), dtype=np.uint8)).convert("P").save(tmp_path / "data/train/class1/000.png")
+    splits = read_folder(tmp_path / "data")
+    assert splits.train.images.shape == (2, 6, 6, 3)
+    assert (splits.train.images[0] == 200).all()
+
+
+def test_an_empty_class_folder_is_named(tmp_path):
+    write_images(tmp_path / "data", [2, 2])
+    (tmp_path / "data/train/class2").mkdir()
+    with pytest.raises(ValueError, match="class2"):
+        read_folder(tmp_path / "data")
