@@ -118,3 +118,18 @@ def test_skip_nonfinite_skips_up_to_n_steps_and_counts_them():
     weights = method.state_dict()
     assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
     assert any(not torch.equal(before[k], weights[k]) for k in before)
+
+
+def test_what_a_model_draws_depends_on_seed_and_step_only():
+    from types import SimpleNamespace
+
+    from longtail.run import StepSeeds
+
+    seeds = StepSeeds(7)
+    draws = {}
+    for step in (5, 6, 5):
+        torch.rand(3)  # whatever happened before: a resumed run draws differently
+        seeds.on_train_batch_start(SimpleNamespace(global_step=step), None, None, 0)
+        draws.setdefault(step, []).append(torch.rand(4))
+    assert torch.equal(draws[5][0], draws[5][1])
+    assert not torch.equal(draws[5][0], draws[6][0])

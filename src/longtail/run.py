@@ -128,6 +128,17 @@ class RunInfo(Callback):
         checkpoint["longtail"] = self.info
 
 
+class StepSeeds(Callback):
+    """Seeds torch's generator from (seed, step) before every training step, so that what a
+    model draws (dropout, stochastic depth) does not depend on where a run was resumed."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        torch.manual_seed(self.seed * 1_000_003 + trainer.global_step)
+
+
 def _trainer(config: Config, progress: bool, callbacks: list[Callback] = (), **kwargs) -> L.Trainer:
     warn_if_slow_precision(config.trainer.precision, config.trainer.accelerator)
     return L.Trainer(
@@ -218,6 +229,7 @@ def train(
     callbacks = [
         *callbacks,
         RunInfo(info),
+        StepSeeds(config.seed),
         ModelCheckpoint(
             dirpath=checkpoints,
             save_last=True,

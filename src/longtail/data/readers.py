@@ -106,9 +106,15 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 
 def _class_folder_files(root: Path, classes: list[str] | None = None) -> tuple[list[str], list[Path], list[int]]:
-    """The class names (sorted sub-folders, or ``classes``), the image files, their labels."""
+    """The class names, the image files and their labels of ``root/<class>/<image>``.
+
+    Without ``classes`` (a training set), the classes are the sorted sub-folders and each
+    must hold an image. With them (a test or validation set), a class may be missing, but
+    a folder of a class not in ``classes`` is an error.
+    """
     found = sorted(p.name for p in root.iterdir() if p.is_dir())
-    classes = classes or found
+    every_class_needed = classes is None
+    classes = found if classes is None else classes
     if not classes:
         raise ValueError(f"{root}: no class folders")
     unknown = sorted(set(found) - set(classes))
@@ -118,9 +124,7 @@ def _class_folder_files(root: Path, classes: list[str] | None = None) -> tuple[l
     for label, name in enumerate(classes):
         folder = root / name
         members = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
-        if not members and classes is not found:
-            continue
-        if not members:
+        if not members and every_class_needed:
             raise ValueError(f"{folder}: empty class folder")
         files += members
         labels += [label] * len(members)

@@ -85,3 +85,12 @@ def test_an_empty_class_folder_is_named(tmp_path):
     (tmp_path / "data/train/class2").mkdir()
     with pytest.raises(ValueError, match="class2"):
         read_folder(tmp_path / "data")
+
+
+def test_a_test_class_absent_from_training_is_named(tmp_path):
+    write_images(tmp_path / "data", [2, 2])
+    extra = tmp_path / "data/test/class9"
+    extra.mkdir()
+    Image.fromarray(np.zeros((6, 6, 3), dtype=np.uint8)).save(extra / "0.png")
+    with pytest.raises(ValueError, match="class9.*absent from the training set"):
+        read_folder(tmp_path / "data")

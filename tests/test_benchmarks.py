@@ -1,0 +1,38 @@
+"""The benchmark scripts run end to end on the embedded digits (their tables' format)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).parents[1] / "benchmarks" / "cifar_lt.py"
+
+
+def bench(tmp_path, *args):
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--data", "digits", "--epochs", "1", "--batch-size", "64",
+         "--imbalance-factor", "10", "--results", str(tmp_path / "results"),
+         "--runs", str(tmp_path / "runs"), *args],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_cifar_lt_writes_rows_and_resumes_without_redoing_them(tmp_path):
+    bench(tmp_path, "--methods", "ce")
+    table = json.loads((tmp_path / "results/digits_lt10.json").read_text())
+    assert [row["method"] for row in table["rows"]] == ["ce"]
+    row = table["rows"][0]
+    for key in ("overall", "many", "medium", "few", "per_class", "wall_s", "images_per_s",
+                "bound_images_per_s", "precision", "epochs", "batch_size"):
+        assert key in row
+    assert row["bound_images_per_s"] > 0 and len(row["per_class"]) == 10
+    for key in ("cpu", "cores", "capability", "native_bf16", "gpu", "torch"):
+        assert key in table["machine"]
+
+    second = bench(tmp_path, "--methods", "ce,balanced_softmax")
+    assert "ce 32: already measured" in second.stderr
+    table = json.loads((tmp_path / "results/digits_lt10.json").read_text())
+    assert [row["method"] for row in table["rows"]] == ["ce", "balanced_softmax"]
+    assert "| balanced_softmax | 32 |" in (tmp_path / "results/digits_lt10.md").read_text()
