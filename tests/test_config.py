@@ -87,3 +87,12 @@ def test_every_shipped_config_loads(monkeypatch):
         # the CIFAR recipes point at ../shared/data, which may be absent: check the rest
         config = load_config([path], ["data.root=null", "data.format=digits"])
         assert config.optim.epochs >= 1
+
+
+def test_naming_another_method_drops_the_earlier_methods_keys(tmp_path):
+    recipe = tmp_path / "bcl.yaml"
+    recipe.write_text("method:\n  name: bcl\n  alpha: 1.5\n  temperature: 0.2\n")
+    config = load_config([recipe], ["method.name=balanced_softmax"])
+    assert config.method == {"name": "balanced_softmax", "tau": 1.0}
+    kept = load_config([recipe], ["method.beta=0.1"])
+    assert kept.method["alpha"] == 1.5 and kept.method["beta"] == 0.1

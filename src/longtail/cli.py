@@ -31,7 +31,8 @@ def _quiet_lightning() -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from longtail.config import load_config
-    from longtail.run import format_results, is_rank_zero, train
+    from longtail.evaluation.tables import format_results
+    from longtail.run import is_rank_zero, train
 
     if args.resume and (args.config or args.overrides):
         raise ValueError("--resume continues a run with its own config: give no --config or key=value")
@@ -48,13 +49,75 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from longtail.run import evaluate, format_results
+    from longtail.evaluation.tables import format_results
+    from longtail.run import evaluate
 
-    info, results = evaluate(args.path, progress=not args.no_progress)
-    evaluation = info["config"]["eval"]
-    print(format_results(results, info["classes"], info["class_counts"],
-                         evaluation["many"], evaluation["few"]))
+    info, method = evaluate(args.path, progress=not args.no_progress)
+    many, few = info["config"]["eval"]["many"], info["config"]["eval"]["few"]
+    print(format_results(method.test_results, info["classes"], info["class_counts"], many, few))
+    if args.posthoc is not None:
+        from longtail.evaluation import adjust_logits, prior, summarize
+
+        print(f"\npost-hoc logit adjustment to the uniform prior (Menon et al., ICLR 2021), tau {args.posthoc:g}:")
+        if method.logits_prior == "uniform":
+            print("  nothing to adjust: the logits were trained with a balanced loss and model the uniform prior")
+        else:
+            counts = info["class_counts"]
+            adjusted = adjust_logits(method.test_logits, prior(counts), prior([1] * len(counts)), args.posthoc)
+            print(format_results(summarize(adjusted, method.test_targets, counts, many, few),
+                                 info["classes"], counts, many, few))
     return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from longtail.evaluation.report import build_report
+
+    print(f"wrote {build_report(args.run_dir)}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from longtail.evaluation.tables import compare_table
+
+    runs = {}
+    for run_dir in map(Path, args.run_dirs):
+        try:
+            runs[run_dir.name] = json.loads((run_dir / "metrics.json").read_text())
+        except (OSError, ValueError) as error:
+            raise ValueError(f"{run_dir / 'metrics.json'}: cannot read ({error})") from None
+    print(compare_table(runs, args.format), end="")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import csv
+    import json
+
+    from longtail.predict import deployment_prior, image_files, load_model, predict
+
+    method, info = load_model(args.checkpoint)
+    files = image_files(args.paths)
+    target = deployment_prior(args.prior, info) if args.prior else None
+    writer = csv.writer(sys.stdout) if args.format == "csv" else None
+    if writer:
+        writer.writerow(["path", "rank", "class", "probability"])
+    records, failed = [], 0
+    for path, outcome in predict(method, info, files, args.top_k, target):
+        if isinstance(outcome, str):
+            failed += 1
+            print(f"longtail: skipped {path}: {outcome}", file=sys.stderr)
+        elif writer:
+            writer.writerows([str(path), rank, name, f"{p:.6f}"] for rank, (name, p) in enumerate(outcome, 1))
+        else:
+            records.append({"path": str(path), "predictions": [{"class": n, "probability": p} for n, p in outcome]})
+    if not writer:
+        print(json.dumps(records, indent=2))
+    if failed:
+        print(f"longtail: {failed} of {len(files)} files could not be read", file=sys.stderr)
+    return 0 if failed < len(files) else 2
 
 
 def cmd_data_info(args: argparse.Namespace) -> int:
@@ -129,8 +192,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("eval", help="re-evaluate a run directory or checkpoint on its test set")
     evaluate.add_argument("path", metavar="RUN_DIR|CHECKPOINT")
+    evaluate.add_argument("--posthoc", nargs="?", type=float, const=1.0, metavar="TAU",
+                          help="also report after post-hoc logit adjustment to the uniform prior (tau 1 by default)")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     evaluate.set_defaults(run=cmd_eval)
+
+    report = commands.add_parser("report", help="write RUN_DIR/report.html: plots of the run's results")
+    report.add_argument("run_dir", metavar="RUN_DIR")
+    report.set_defaults(run=cmd_report)
+
+    compare = commands.add_parser("compare", help="one table of several runs, the best of each column marked")
+    compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    compare.add_argument("--format", choices=("md", "csv", "html"), default="md")
+    compare.set_defaults(run=cmd_compare)
+
+    predict = commands.add_parser("predict", help="top-k classes of images or folders of images")
+    predict.add_argument("checkpoint", metavar="CHECKPOINT", help="a run directory, .ckpt or .safetensors")
+    predict.add_argument("paths", nargs="+", metavar="PATH", help="images or folders")
+    predict.add_argument("--top-k", type=int, default=5)
+    predict.add_argument("--prior", help="deployment prior: uniform, train or a JSON file of class weights")
+    predict.add_argument("--format", choices=("csv", "json"), default="csv")
+    predict.set_defaults(run=cmd_predict)
 
     data = commands.add_parser("data", help="inspect a data set").add_subparsers(dest="data_command", required=True)
     info = data.add_parser(

@@ -223,15 +223,16 @@ def _check(key: str, ok: bool, message: str) -> None:
         raise ConfigError(f"{key}: {message}")
 
 
-def validate(config: Config) -> None:
-    """Check values beyond their types; infer ``data.format`` from ``data.root``."""
+def validate(config: Config, check_paths: bool = True) -> None:
+    """Check values beyond their types; infer ``data.format`` from ``data.root``.
+    Without ``check_paths``, the data need not be on this machine (to predict)."""
     data = config.data
     if data.format is None:
         data.format = infer_format(data.root)
     _check("data.format", data.format in FORMATS, f"must be one of {', '.join(FORMATS)}, got {data.format!r}")
     if data.format != "digits":
         _check("data.root", data.root is not None, f"is required for data.format={data.format}")
-        _check("data.root", Path(data.root).exists(), f"no such file or folder: {data.root}")
+        _check("data.root", not check_paths or Path(data.root).exists(), f"no such file or folder: {data.root}")
     _check("data.imbalance_factor", data.imbalance_factor is None or data.imbalance_factor >= 1,
            f"must be at least 1, got {data.imbalance_factor}")
     _check("data.profile", data.profile in PROFILES, f"must be one of {', '.join(PROFILES)}, got {data.profile!r}")
@@ -315,18 +316,26 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def merge(base: dict, update: dict) -> dict:
-    """A copy of ``base`` with ``update`` merged into it, mapping by mapping."""
+    """A copy of ``base`` with ``update`` merged into it, mapping by mapping.
+
+    A ``method`` section naming another method replaces the earlier one: its keys were
+    that method's own arguments.
+    """
     merged = dict(base)
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+        switches_method = (
+            key == "method" and isinstance(value, dict) and isinstance(merged.get(key), dict)
+            and "name" in value and value["name"] != merged[key].get("name", value["name"])
+        )
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and not switches_method:
             merged[key] = merge(merged[key], value)
         else:
             merged[key] = value
     return merged
 
 
-def from_dict(values: dict) -> Config:
-    """A validated ``Config`` from nested mappings."""
+def from_dict(values: dict, check_paths: bool = True) -> Config:
+    """A validated ``Config`` from nested mappings (see ``validate`` for ``check_paths``)."""
     sections = {f.name: f for f in dataclasses.fields(Config)}
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
@@ -344,7 +353,7 @@ def from_dict(values: dict) -> Config:
             kwargs[key] = _build_section(typing.get_type_hints(Config)[key], value, key)
     kwargs.setdefault("method", _build_method({}))
     config = Config(**kwargs)
-    validate(config)
+    validate(config, check_paths)
     return config
 
 

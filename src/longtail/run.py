@@ -31,6 +31,7 @@ from longtail.config import (
     load_config,
     method_class,
 )
+from longtail.checkpoints import load_checkpoint, save_outputs, save_weights
 from longtail.data import LongTailDataModule, read_splits, shot_groups
 from longtail.data.cache import default_cache_dir
 from longtail.files import AtomicCheckpointIO, atomic_write_text
@@ -156,27 +157,6 @@ def _trainer(config: Config, progress: bool, callbacks: list[Callback] = (), **k
     )
 
 
-def format_results(results: dict, classes: list[str], train_counts: list[int], many: int, few: int) -> str:
-    """The end-of-run table: shot-split accuracy, then each class's count and accuracy."""
-
-    def percent(value: float | None) -> str:
-        return "   -" if value is None else f"{value:5.1f}"
-
-    groups = shot_groups(train_counts, many, few)
-    sizes = {g: groups.count(g) for g in ("many", "medium", "few")}
-    lines = [
-        f"{'overall':>8} {'many':>6} {'medium':>6} {'few':>6}   (many: >{many} images, few: <{few})",
-        f"{percent(results['overall']):>8} {percent(results['many']):>6} "
-        f"{percent(results['medium']):>6} {percent(results['few']):>6}   "
-        f"classes: {sizes['many']} / {sizes['medium']} / {sizes['few']}",
-        "",
-        f"{'class':<20} {'train':>7} {'shot':>7} {'accuracy':>9}",
-    ]
-    for name, count, group, accuracy in zip(classes, train_counts, groups, results["per_class"]):
-        lines.append(f"{name[:20]:<20} {count:>7} {group:>7} {percent(accuracy):>9}")
-    return "\n".join(lines)
-
-
 def train(
     config: Config,
     progress: bool = True,
@@ -224,6 +204,7 @@ def train(
         "class_counts": datamodule.class_counts,
         "mean": datamodule.mean,
         "std": datamodule.std,
+        "image_size": datamodule.size,
     }
     checkpoints = run_dir / "checkpoints"
     callbacks = [
@@ -260,6 +241,9 @@ def train(
         wall_s = time.perf_counter() - start
         trainer.save_checkpoint(checkpoints / "last.ckpt")
         trainer.test(method, datamodule=datamodule, verbose=False)
+    if trainer.is_global_zero:
+        save_weights(run_dir / "model.safetensors", method.state_dict(), info)
+        save_outputs(run_dir / "test_outputs.safetensors", method.test_logits, method.test_targets)
     metrics = {
         "method": config.method["name"],
         "dataset": config.dataset_name,
@@ -275,6 +259,7 @@ def train(
         "skipped_steps": method.skipped_steps,
         "test": method.test_results,
         "checkpoint": str(checkpoints / "last.ckpt"),
+        "logits_prior": method.logits_prior,
         "processes": trainer.world_size,
     }
     if trainer.is_global_zero:
@@ -303,27 +288,11 @@ def write_curves(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """A checkpoint written by ``train``, loaded without unpickling arbitrary objects."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "checkpoints" / "last.ckpt"
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such checkpoint")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for a broken file
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"{path}: cannot load checkpoint ({reason})") from None
-    if not isinstance(checkpoint, dict) or "longtail" not in checkpoint or "state_dict" not in checkpoint:
-        raise ConfigError(f"{path}: not a longtail checkpoint")
-    return checkpoint
-
-
-def evaluate(path: str | Path, progress: bool = True) -> tuple[dict, dict]:
+def evaluate(path: str | Path, progress: bool = True) -> tuple[dict, ClassifierMethod]:
     """Test the checkpoint at ``path`` (or a run directory's last checkpoint).
 
-    Returns the checkpoint's run information and the test results.
+    Returns the checkpoint's run information and the tested method, whose
+    ``test_results``, ``test_logits`` and ``test_targets`` hold the outcome.
     """
     checkpoint = load_checkpoint(path)
     info = checkpoint["longtail"]
@@ -338,4 +307,4 @@ def evaluate(path: str | Path, progress: bool = True) -> tuple[dict, dict]:
     )
     trainer = _trainer(config, progress, logger=False, enable_checkpointing=False)
     trainer.test(method, datamodule=datamodule, verbose=False)
-    return info, method.test_results
+    return info, method

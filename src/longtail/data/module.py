@@ -31,7 +31,7 @@ class TransformedImages(Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
         index, seed = key if isinstance(key, tuple) else (key, None)
-        image = torch.from_numpy(self.data.images[index]).permute(2, 0, 1)
+        image = torch.from_numpy(self.data.images[index].copy()).permute(2, 0, 1)  # memmaps are read-only
         if seed is None:
             return self.transform(image), int(self.data.labels[index])
         generator = torch.default_generator  # the one torchvision's transforms draw from

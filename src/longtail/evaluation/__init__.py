@@ -1,5 +1,21 @@
-"""Evaluation: overall, many-, medium- and few-shot accuracy, per class."""
+"""Evaluation: shot-split accuracy, calibration, test-agnostic accuracy, post-hoc priors."""
 
+from longtail.evaluation.agnostic import agnostic_accuracy, resampled_accuracy, shifted_distributions
+from longtail.evaluation.calibration import calibration, expected_calibration_error, reliability
 from longtail.evaluation.metrics import per_class_accuracy, shot_accuracy
+from longtail.evaluation.posthoc import adjust_logits, prior
+from longtail.evaluation.summary import summarize
 
-__all__ = ["per_class_accuracy", "shot_accuracy"]
+__all__ = [
+    "adjust_logits",
+    "agnostic_accuracy",
+    "calibration",
+    "expected_calibration_error",
+    "per_class_accuracy",
+    "prior",
+    "reliability",
+    "resampled_accuracy",
+    "shot_accuracy",
+    "summarize",
+    "shifted_distributions",
+]

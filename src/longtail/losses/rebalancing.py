@@ -43,6 +43,7 @@ class CrossEntropyLoss(nn.CrossEntropyLoss):
 
     def __init__(self, class_counts: Sequence[int] | Tensor | None = None) -> None:
         super().__init__()
+        self.logits_prior = "train"
 
 
 class LogitAdjustedLoss(nn.Module):
@@ -75,6 +76,7 @@ class LogitAdjustedLoss(nn.Module):
             raise ValueError(f"tau must be non-negative, got {tau}")
         counts = class_counts_tensor(class_counts)
         self.tau = tau
+        self.logits_prior = "uniform" if tau > 0 else "train"
         self.register_buffer("adjustment", tau * torch.log(counts / counts.sum()))
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
@@ -105,6 +107,7 @@ class BalancedSoftmaxLoss(nn.Module):
 
     def __init__(self, class_counts: Sequence[int] | Tensor) -> None:
         super().__init__()
+        self.logits_prior = "uniform"
         self.register_buffer("log_counts", torch.log(class_counts_tensor(class_counts)))
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:

@@ -9,7 +9,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from longtail.evaluation.metrics import shot_accuracy
+from longtail.evaluation.summary import summarize
 from longtail.losses import CLASSIFICATION_LOSSES
 from longtail.models import build_backbone, build_classifier
 from longtail.optim import OptimConfig
@@ -69,8 +69,16 @@ class ClassifierMethod(L.LightningModule):
         self.many, self.few = many, few
         self._eval_outputs: list[tuple[Tensor, Tensor]] = []
         self.test_results: dict | None = None
+        self.test_logits: Tensor | None = None
+        self.test_targets: Tensor | None = None
         self.max_skipped_steps = 0
         self.skipped_steps = 0
+
+    @property
+    def logits_prior(self) -> str:
+        """``uniform`` when the loss balanced the logits (logit-adjusted, balanced softmax),
+        ``train`` when they model the training set's prior (cross-entropy)."""
+        return getattr(self.classifier_loss, "logits_prior", "train")
 
     def forward(self, images: Tensor) -> Tensor:
         """Logits ``[B, C]`` of images ``[B, 3, H, W]``."""
@@ -109,13 +117,13 @@ class ClassifierMethod(L.LightningModule):
 
     def _collect(self, batch: tuple[Tensor, Tensor]) -> None:
         images, targets = batch
-        self._eval_outputs.append((self(images).argmax(dim=1), targets))
+        self._eval_outputs.append((self(images).float().cpu(), targets.cpu()))
 
     def _results(self) -> dict:
-        predictions = torch.cat([p for p, _ in self._eval_outputs]).cpu()
-        targets = torch.cat([t for _, t in self._eval_outputs]).cpu()
+        self.test_logits = torch.cat([logits for logits, _ in self._eval_outputs])
+        self.test_targets = torch.cat([targets for _, targets in self._eval_outputs])
         self._eval_outputs.clear()
-        return shot_accuracy(predictions, targets, self.class_counts, self.many, self.few)
+        return summarize(self.test_logits, self.test_targets, self.class_counts, self.many, self.few)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._collect(batch)

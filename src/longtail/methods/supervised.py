@@ -39,7 +39,7 @@ class Supervised(ClassifierMethod):
     ) -> None:
         super().__init__(num_classes, class_counts, backbone, classifier, optim, many, few)
         self.save_hyperparameters(ignore=["optim"])
-        self.loss = build_classification_loss(loss, class_counts, tau)
+        self.classifier_loss = build_classification_loss(loss, class_counts, tau)
 
     def training_losses(self, views: Tensor, targets: Tensor) -> dict[str, Tensor]:
-        return {"classifier": self.loss(self(views[:, 0]), targets)}
+        return {"classifier": self.classifier_loss(self(views[:, 0]), targets)}

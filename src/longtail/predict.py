@@ -1,0 +1,110 @@
+"""``longtail predict``: top-k classes of images, optionally for another label prior."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.transforms import v2
+
+from longtail.checkpoints import load_checkpoint
+from longtail.config import ConfigError, from_dict
+from longtail.data.readers import IMAGE_SUFFIXES
+from longtail.evaluation.posthoc import adjust_logits, prior
+from longtail.methods import ClassifierMethod
+from longtail.run import build_method
+
+
+def load_model(path: str | Path) -> tuple[ClassifierMethod, dict]:
+    """The trained method and its run information, from a checkpoint, a weights file or
+    a run directory (its ``model.safetensors``, else its last checkpoint)."""
+    path = Path(path)
+    if path.is_dir() and (path / "model.safetensors").is_file():
+        path = path / "model.safetensors"
+    checkpoint = load_checkpoint(path)
+    info = checkpoint["longtail"]
+    method = build_method(from_dict(info["config"], check_paths=False), info["class_counts"])
+    try:
+        method.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as error:
+        raise ConfigError(f"{path}: weights do not fit the model ({str(error).splitlines()[0]})") from None
+    return method.eval(), info
+
+
+def image_files(paths: Sequence[str | Path]) -> list[Path]:
+    """The images named, and those under the folders named (sorted)."""
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.exists():
+            files.append(path)
+        else:
+            raise ConfigError(f"{path}: no such file or folder")
+    return files
+
+
+def deployment_prior(name: str, info: dict) -> torch.Tensor:
+    """``uniform``, ``train`` (the training counts) or a JSON file: a list of one weight
+    per class, or a mapping from class name to weight."""
+    counts = info["class_counts"]
+    if name == "uniform":
+        return prior([1.0] * len(counts))
+    if name == "train":
+        return prior(counts)
+    try:
+        weights = json.loads(Path(name).read_text())
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"--prior {name}: not uniform, train or a readable JSON file ({error})") from None
+    if isinstance(weights, dict):
+        unknown = sorted(set(weights) - set(info["classes"]))
+        if unknown:
+            raise ConfigError(f"{name}: unknown class {unknown[0]!r}")
+        weights = [weights.get(c, 0.0) for c in info["classes"]]
+    if len(weights) != len(counts):
+        raise ConfigError(f"{name}: {len(weights)} weights for {len(counts)} classes")
+    try:
+        return prior(weights)
+    except ValueError as error:
+        raise ConfigError(f"{name}: {error}") from None
+
+
+def predict(
+    method: ClassifierMethod, info: dict, files: Sequence[Path], top_k: int = 5,
+    target_prior: torch.Tensor | None = None, batch_size: int = 64,
+) -> Iterator[tuple[Path, list[tuple[str, float]] | str]]:
+    """For each file, its top-k ``(class, probability)``, or the reason it was unreadable."""
+    from PIL import Image
+
+    size = info["image_size"]
+    transform = v2.Compose([
+        v2.Resize((size, size), antialias=True),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(info["mean"], info["std"]),
+    ])
+    counts = info["class_counts"]
+    source = prior([1.0] * len(counts)) if method.logits_prior == "uniform" else prior(counts)
+    top_k = min(top_k, len(counts))
+    for start in range(0, len(files), batch_size):
+        batch, readable = [], []
+        for path in files[start : start + batch_size]:
+            try:
+                with Image.open(path) as image:
+                    pixels = np.asarray(image.convert("RGB"))
+            except OSError as error:
+                yield path, f"cannot read image ({error})"
+                continue
+            batch.append(transform(torch.from_numpy(pixels.copy()).permute(2, 0, 1)))
+            readable.append(path)
+        if not batch:
+            continue
+        with torch.no_grad():
+            logits = method(torch.stack(batch)).double()
+        if target_prior is not None:
+            logits = adjust_logits(logits, source, target_prior)
+        probabilities, indices = logits.softmax(dim=1).topk(top_k, dim=1)
+        for path, p, i in zip(readable, probabilities.tolist(), indices.tolist()):
+            yield path, [(info["classes"][c], q) for c, q in zip(i, p)]
