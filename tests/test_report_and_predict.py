@@ -149,3 +149,13 @@ def test_eval_posthoc_adjusts_a_cross_entropy_model_only(runs):
     assert ce.stdout.count("overall") == 2  # the plain table and the adjusted one
     la = longtail("eval", str(la_run), "--posthoc", "--no-progress", cwd=cwd)
     assert "nothing to adjust" in la.stdout
+
+
+def test_eval_resample_reports_sampled_test_agnostic_accuracy_near_the_exact_one(runs):
+    cwd, (ce_run, _) = runs
+    exact = json.loads((ce_run / "metrics.json").read_text())["test"]["agnostic_mean"]
+    result = longtail("eval", str(ce_run), "--resample", "200", "--no-progress", cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    assert "mean over 200 random test subsets" in result.stdout
+    values = result.stdout.split("mean\n", 1)[1].splitlines()[0].split()
+    assert abs(float(values[-1]) - exact) < 2.0

@@ -73,3 +73,12 @@ def test_resume_needs_a_checkpoint(tmp_path):
     assert result.returncode == 2
     assert "empty" in result.stderr and "last.ckpt" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_training_curve_cut_by_a_kill_keeps_its_whole_rows(tmp_path):
+    from longtail.run import read_curves
+
+    path = tmp_path / "metrics.csv"
+    path.write_text("epoch,lr,step,train/loss\n0,0.1,8,2.5\n1,0.1,17,1.9\n2,0.1,2")
+    assert [row["step"] for row in read_curves(path)] == ["8", "17"]
+    assert [row["step"] for row in read_curves(path, until_step=10)] == ["8"]

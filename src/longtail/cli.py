@@ -52,19 +52,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from longtail.evaluation.tables import format_results
     from longtail.run import evaluate
 
+    from longtail.evaluation import adjust_logits, prior, summarize
+
     info, method = evaluate(args.path, progress=not args.no_progress)
     many, few = info["config"]["eval"]["many"], info["config"]["eval"]["few"]
-    print(format_results(method.test_results, info["classes"], info["class_counts"], many, few))
+    results = method.test_results
+    if args.resample:
+        results = summarize(method.test_logits, method.test_targets, info["class_counts"], many, few,
+                            resamples=args.resample)
+        print(f"test-agnostic accuracy: the mean over {args.resample} random test subsets per distribution")
+    print(format_results(results, info["classes"], info["class_counts"], many, few))
     if args.posthoc is not None:
-        from longtail.evaluation import adjust_logits, prior, summarize
-
         print(f"\npost-hoc logit adjustment to the uniform prior (Menon et al., ICLR 2021), tau {args.posthoc:g}:")
         if method.logits_prior == "uniform":
             print("  nothing to adjust: the logits were trained with a balanced loss and model the uniform prior")
         else:
             counts = info["class_counts"]
             adjusted = adjust_logits(method.test_logits, prior(counts), prior([1] * len(counts)), args.posthoc)
-            print(format_results(summarize(adjusted, method.test_targets, counts, many, few),
+            print(format_results(summarize(adjusted, method.test_targets, counts, many, few,
+                                           resamples=args.resample),
                                  info["classes"], counts, many, few))
     return 0
 
@@ -194,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("path", metavar="RUN_DIR|CHECKPOINT")
     evaluate.add_argument("--posthoc", nargs="?", type=float, const=1.0, metavar="TAU",
                           help="also report after post-hoc logit adjustment to the uniform prior (tau 1 by default)")
+    evaluate.add_argument("--resample", type=int, default=0, metavar="N",
+                          help="test-agnostic accuracy as the mean over N random test subsets, not exact weights")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     evaluate.set_defaults(run=cmd_eval)
 

@@ -274,8 +274,10 @@ def read_curves(path: Path, until_step: int | None = None) -> list[dict]:
     """The rows of a ``metrics.csv`` (up to ``until_step``, when given)."""
     if not path.is_file():
         return []
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    text = path.read_text()
+    if not text.endswith("\n"):  # Lightning appends to this file: a kill can cut its last row
+        text = text[: text.rfind("\n") + 1]
+    rows = [row for row in csv.DictReader(io.StringIO(text)) if None not in row.values()]
     return [row for row in rows if until_step is None or int(row["step"]) <= until_step]
 
 
