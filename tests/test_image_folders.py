@@ -94,3 +94,30 @@ def test_a_test_class_absent_from_training_is_named(tmp_path):
     Image.fromarray(np.zeros((6, 6, 3), dtype=np.uint8)).save(extra / "0.png")
     with pytest.raises(ValueError, match="class9.*absent from the training set"):
         read_folder(tmp_path / "data")
+
+
+def test_on_corrupt_skip_warns_and_lists_the_file(tmp_path):
+    write_images(tmp_path / "data", [3, 2])
+    bad = tmp_path / "data/train/class0/001.png"
+    bad.write_bytes(b"truncated")
+    with pytest.warns(UserWarning, match="001.png"):
+        splits = read_folder(tmp_path / "data", cache_dir=tmp_path / "cache", on_corrupt="skip")
+    assert splits.train.counts() == [2, 2]
+    assert splits.train.skipped == [str(bad)]
+    again = read_folder(tmp_path / "data", cache_dir=tmp_path / "cache", on_corrupt="skip")
+    assert again.train.skipped == [str(bad)] and again.train.counts() == [2, 2]
+
+
+def test_a_run_counts_the_skipped_files_in_its_metrics(tmp_path):
+    from longtail.config import load_config
+    from longtail.run import train
+
+    write_images(tmp_path / "data", [6, 4], size=8)
+    (tmp_path / "data/test/class1/000.png").write_bytes(b"")
+    config = load_config([], [f"data.root={tmp_path / 'data'}", "data.on_corrupt=skip", "method.name=ce",
+                              "optim.epochs=1", "data.batch_size=4", "data.num_workers=0",
+                              f"data.cache_dir={tmp_path / 'cache'}", f"out_dir={tmp_path / 'runs'}"])
+    with pytest.warns(UserWarning, match="000.png"):
+        _, metrics = train(config, progress=False)
+    assert metrics["skipped_files"] == 1
+    assert metrics["train_counts"] == [6, 4]

@@ -44,7 +44,8 @@ def read_data(config: Config):
     """The run's data splits, the training set made long-tailed as the config asks."""
     data = config.data
     cache_dir = (data.cache_dir or default_cache_dir()) if data.cache else None
-    return read_splits(data.format, data.root, data.imbalance_factor, data.profile, data.seed, cache_dir)
+    return read_splits(data.format, data.root, data.imbalance_factor, data.profile, data.seed,
+                       cache_dir, data.on_corrupt)
 
 
 def build_method(config: Config, class_counts: list[int]) -> ClassifierMethod:
@@ -257,6 +258,8 @@ def train(
         "wall_s": round(wall_s, 2),
         "images_per_s": round(trainer.current_epoch * len(splits.train) / wall_s, 1),
         "skipped_steps": method.skipped_steps,
+        "skipped_files": len(splits.train.skipped) + len(splits.test.skipped)
+        + (len(splits.val.skipped) if splits.val is not None else 0),
         "test": method.test_results,
         "checkpoint": str(checkpoints / "last.ckpt"),
         "logits_prior": method.logits_prior,

@@ -35,6 +35,7 @@ def read_splits(
     profile: str = "exp",
     seed: int = 0,
     cache_dir: str | Path | None = None,
+    on_corrupt: str = "error",
 ) -> DataSplits:
     """Read a data set and make its training set long-tailed.
 
@@ -46,6 +47,7 @@ def read_splits(
         profile: ``exp`` or ``step``.
         seed: the subsampling seed.
         cache_dir: where decoded images are kept (image folders); ``None``: no cache.
+        on_corrupt: ``error`` or ``skip`` an unreadable image (image folders).
     """
     if format == "digits":
         splits = read_digits(seed=seed)
@@ -53,7 +55,7 @@ def read_splits(
     elif format == "cifar":
         splits = read_cifar(root)
     elif format == "folder":
-        splits = read_folder(root, cache_dir)
+        splits = read_folder(root, cache_dir, on_corrupt)
     else:
         raise ValueError(f"data.format={format} is not supported yet; use digits, cifar or folder")
     if imbalance_factor is not None:

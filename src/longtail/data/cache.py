@@ -46,7 +46,7 @@ def _load(images_path: Path, meta_path: Path) -> LabeledImages:
     size = images_path.stat().st_size
     if size != images.offset + images.nbytes:
         raise ValueError(f"{size} bytes where {images.offset + images.nbytes} were written")
-    return LabeledImages(images, labels, list(meta["classes"]))
+    return LabeledImages(images, labels, list(meta["classes"]), list(meta.get("skipped", [])))
 
 
 def cached(
@@ -74,7 +74,8 @@ def cached(
     with atomic_path(images_path) as temporary:
         with open(temporary, "wb") as f:
             np.save(f, np.ascontiguousarray(data.images))
-    atomic_write_text(meta_path, json.dumps({"labels": data.labels.tolist(), "classes": data.classes}))
+    meta = {"labels": data.labels.tolist(), "classes": data.classes, "skipped": data.skipped}
+    atomic_write_text(meta_path, json.dumps(meta))
     print(f"cached {len(data)} decoded images in {time.perf_counter() - start:.0f} s: {images_path}",
           file=sys.stderr)
     return _load(images_path, meta_path)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pickle
 import sys
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -12,17 +13,19 @@ import numpy as np
 
 @dataclass
 class LabeledImages:
-    """Decoded images ``[N, H, W, 3]`` uint8, labels ``[N]`` int64 in ``[0, C)``, class names."""
+    """Decoded images ``[N, H, W, 3]`` uint8, labels ``[N]`` int64 in ``[0, C)``, class names,
+    and the files left out as unreadable (with ``on_corrupt="skip"``)."""
 
     images: np.ndarray
     labels: np.ndarray
     classes: list[str]
+    skipped: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, indices: np.ndarray) -> LabeledImages:
-        return LabeledImages(self.images[indices], self.labels[indices], self.classes)
+        return LabeledImages(self.images[indices], self.labels[indices], self.classes, self.skipped)
 
     def counts(self) -> list[int]:
         return np.bincount(self.labels, minlength=len(self.classes)).tolist()
@@ -131,48 +134,64 @@ def _class_folder_files(root: Path, classes: list[str] | None = None) -> tuple[l
     return classes, files, labels
 
 
-def decode_images(files: list[Path], description: str) -> np.ndarray:
-    """Decode image files to one uint8 RGB array ``[N, H, W, 3]``, showing progress."""
+def decode_images(files: list[Path], description: str, on_corrupt: str = "error") -> tuple[np.ndarray, list[int]]:
+    """Decode image files to one uint8 RGB array ``[N, H, W, 3]``, showing progress.
+
+    An unreadable file is an error naming it, or with ``on_corrupt="skip"`` a warning;
+    returns the images and the positions in ``files`` that were read.
+    """
     from PIL import Image
     from tqdm import tqdm
 
-    images = []
-    for path in tqdm(files, desc=description, unit="image", disable=not sys.stderr.isatty()):
+    images, kept = [], []
+    for position, path in enumerate(tqdm(files, desc=description, unit="image", disable=not sys.stderr.isatty())):
         try:
             with Image.open(path) as image:
-                images.append(np.asarray(image.convert("RGB")))
+                pixels = np.asarray(image.convert("RGB"))
         except OSError as error:
-            raise ValueError(f"{path}: cannot read image ({error})") from None
-        if images[-1].shape != images[0].shape:
-            raise ValueError(f"{path}: size {images[-1].shape[:2]} differs from {images[0].shape[:2]} of {files[0]}")
-    return np.stack(images)
+            if on_corrupt != "skip":
+                raise ValueError(f"{path}: cannot read image ({error})") from None
+            warnings.warn(f"{path}: skipped, cannot read image ({error})", stacklevel=2)
+            continue
+        if images and pixels.shape != images[0].shape:
+            raise ValueError(f"{path}: size {pixels.shape[:2]} differs from {images[0].shape[:2]} of {files[kept[0]]}")
+        images.append(pixels)
+        kept.append(position)
+    if not images:
+        raise ValueError(f"{description.removeprefix('decoding ')}: no readable image")
+    return np.stack(images), kept
 
 
-def _read_class_folders(root: Path, classes: list[str] | None, cache_dir: Path | None) -> LabeledImages:
+def _read_class_folders(root: Path, classes: list[str] | None, cache_dir: Path | None, on_corrupt: str) -> LabeledImages:
     classes, files, labels = _class_folder_files(root, classes)
 
     def build() -> LabeledImages:
-        return LabeledImages(decode_images(files, f"decoding {root}"), np.asarray(labels, dtype=np.int64), classes)
+        images, kept = decode_images(files, f"decoding {root}", on_corrupt)
+        skipped = sorted(set(map(str, files)) - {str(files[i]) for i in kept})
+        return LabeledImages(images, np.asarray(labels, dtype=np.int64)[kept], classes, skipped)
 
     if cache_dir is None:
         return build()
     from longtail.data.cache import cached
 
-    return cached(cache_dir, f"{root.parent.name}-{root.name}", files, {"reader": "folder", "classes": classes}, build)
+    options = {"reader": "folder", "classes": classes, "on_corrupt": on_corrupt}
+    return cached(cache_dir, f"{root.parent.name}-{root.name}", files, options, build)
 
 
-def read_folder(root: str | Path, cache_dir: str | Path | None = None) -> DataSplits:
+def read_folder(root: str | Path, cache_dir: str | Path | None = None, on_corrupt: str = "error") -> DataSplits:
     """Image folders ``root/{train,test}/<class>/<image>`` (and ``root/val`` if present),
     one sub-folder per class as torchvision's ImageFolder; classes in sorted order.
 
     With ``cache_dir``, the decoded images are kept there (``longtail.data.cache``) and
-    read back memory-mapped while the files are unchanged.
+    read back memory-mapped while the files are unchanged. ``on_corrupt="skip"`` leaves
+    unreadable files out, with a warning, and lists them in ``skipped``.
     """
     root = Path(root)
     for split in ("train", "test"):
         if not (root / split).is_dir():
             raise ValueError(f"{root}: no '{split}' folder (expected {root}/{split}/<class>/<image>)")
     cache_dir = Path(cache_dir) if cache_dir is not None else None
-    train = _read_class_folders(root / "train", None, cache_dir)
-    val = _read_class_folders(root / "val", train.classes, cache_dir) if (root / "val").is_dir() else None
-    return DataSplits(train, _read_class_folders(root / "test", train.classes, cache_dir), val)
+    train = _read_class_folders(root / "train", None, cache_dir, on_corrupt)
+    val = (_read_class_folders(root / "val", train.classes, cache_dir, on_corrupt)
+           if (root / "val").is_dir() else None)
+    return DataSplits(train, _read_class_folders(root / "test", train.classes, cache_dir, on_corrupt), val)
