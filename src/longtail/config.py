@@ -43,6 +43,7 @@ class DataConfig:
     root: str | None = None
     train_list: str | None = None
     test_list: str | None = None
+    val_list: str | None = None
     imbalance_factor: float | None = None
     profile: str = "exp"
     seed: int = 0
@@ -228,8 +229,15 @@ def validate(config: Config, check_paths: bool = True) -> None:
     Without ``check_paths``, the data need not be on this machine (to predict)."""
     data = config.data
     if data.format is None:
-        data.format = infer_format(data.root)
+        data.format = infer_format(data.root, data.train_list)
     _check("data.format", data.format in FORMATS, f"must be one of {', '.join(FORMATS)}, got {data.format!r}")
+    if data.format == "list":
+        for key in ("train_list", "test_list"):
+            _check(f"data.{key}", getattr(data, key) is not None, "is required for data.format=list")
+        for key in ("train_list", "test_list", "val_list"):
+            value = getattr(data, key)
+            _check(f"data.{key}", value is None or not check_paths or Path(value).is_file(),
+                   f"no such file: {value}")
     if data.format != "digits":
         _check("data.root", data.root is not None, f"is required for data.format={data.format}")
         _check("data.root", not check_paths or Path(data.root).exists(), f"no such file or folder: {data.root}")
@@ -270,16 +278,16 @@ def validate(config: Config, check_paths: bool = True) -> None:
     _check("eval.few", 0 <= config.eval.few <= config.eval.many, "must be between 0 and eval.many")
 
 
-def infer_format(root: str | None) -> str:
-    """``digits`` without a root; ``cifar`` for a folder of CIFAR pickles; ``list`` for a
-    text file; ``folder`` otherwise."""
+def infer_format(root: str | None, train_list: str | None = None) -> str:
+    """``list`` with a training list; ``digits`` without a root; ``cifar`` for a folder of
+    CIFAR pickles; ``folder`` otherwise."""
+    if train_list is not None:
+        return "list"
     if root is None:
         return "digits"
     path = Path(root)
     if (path / "meta").exists() or (path / "batches.meta").exists():
         return "cifar"
-    if path.is_file():
-        return "list"
     return "folder"
 
 

@@ -9,6 +9,7 @@ import numpy as np
 from longtail.data.longtail import longtail_counts, shot_groups, subsample_indices
 from longtail.data.module import LongTailDataModule
 from longtail.data.samplers import SAMPLERS, EpochSampler
+from longtail.data.split_list import list_counts, read_lists, read_split_list
 from longtail.data.readers import DataSplits, LabeledImages, read_cifar, read_digits, read_folder
 
 #: The imbalance factor of Digits-LT, the embedded default data.
@@ -36,18 +37,20 @@ def read_splits(
     seed: int = 0,
     cache_dir: str | Path | None = None,
     on_corrupt: str = "error",
+    lists: tuple[str | None, str | None, str | None] = (None, None, None),
 ) -> DataSplits:
     """Read a data set and make its training set long-tailed.
 
     Args:
-        format: ``digits``, ``cifar`` or ``folder``.
+        format: ``digits``, ``cifar``, ``folder`` or ``list``.
         root: the data's folder (not for ``digits``).
         imbalance_factor: the ratio of the largest to the smallest class after
             subsampling; ``None`` keeps the training set as it is (Digits-LT uses 10).
         profile: ``exp`` or ``step``.
         seed: the subsampling seed.
         cache_dir: where decoded images are kept (image folders); ``None``: no cache.
-        on_corrupt: ``error`` or ``skip`` an unreadable image (image folders).
+        on_corrupt: ``error`` or ``skip`` an unreadable image (image folders, lists).
+        lists: the training, test and validation split lists of ``format="list"``.
     """
     if format == "digits":
         splits = read_digits(seed=seed)
@@ -56,8 +59,10 @@ def read_splits(
         splits = read_cifar(root)
     elif format == "folder":
         splits = read_folder(root, cache_dir, on_corrupt)
+    elif format == "list":
+        splits = read_lists(root, *lists, cache_dir=cache_dir, on_corrupt=on_corrupt)
     else:
-        raise ValueError(f"data.format={format} is not supported yet; use digits, cifar or folder")
+        raise ValueError(f"unknown data.format {format!r}")
     if imbalance_factor is not None:
         splits.train = make_longtailed(splits.train, imbalance_factor, profile, seed)
     if not np.all(np.asarray(splits.train.counts()) > 0):
@@ -73,10 +78,13 @@ __all__ = [
     "LongTailDataModule",
     "SAMPLERS",
     "longtail_counts",
+    "list_counts",
     "make_longtailed",
     "read_cifar",
     "read_digits",
     "read_folder",
+    "read_lists",
+    "read_split_list",
     "read_splits",
     "shot_groups",
     "subsample_indices",

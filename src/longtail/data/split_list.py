@@ -1,0 +1,89 @@
+"""Split lists: the ImageNet-LT / iNaturalist 2018 / Places-LT convention.
+
+A split list is a text file of ``relative/path label`` lines; the paths are relative to
+an image root. Labels are integers in ``[0, C)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from longtail.data.readers import DataSplits, LabeledImages, decode_images
+
+
+def read_split_list(list_path: str | Path, root: str | Path | None = None) -> tuple[list[Path], np.ndarray]:
+    """The files and labels of a split list. With ``root``, every file must exist there.
+
+    Errors name the list, the line and the problem.
+    """
+    list_path = Path(list_path)
+    try:
+        lines = list_path.read_text().splitlines()
+    except OSError as error:
+        raise ValueError(f"{list_path}: cannot read split list ({error.strerror or error})") from None
+    files, labels = [], []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        parts = line.rsplit(maxsplit=1)
+        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+            raise ValueError(f"{list_path}:{number}: expected 'relative/path label', got {line.strip()!r}")
+        relative, label = parts[0], int(parts[1])
+        if label < 0:
+            raise ValueError(f"{list_path}:{number}: label {label} is negative")
+        path = Path(root) / relative if root is not None else Path(relative)
+        if root is not None and not path.is_file():
+            raise ValueError(f"{list_path}:{number}: no such image {path}")
+        files.append(path)
+        labels.append(label)
+    if not files:
+        raise ValueError(f"{list_path}: empty split list")
+    return files, np.asarray(labels, dtype=np.int64)
+
+
+def list_counts(list_path: str | Path) -> list[int]:
+    """Images per class of a split list (its labels only; the images need not be here)."""
+    _, labels = read_split_list(list_path)
+    return np.bincount(labels).tolist()
+
+
+def _read(list_path: Path, root: Path, num_classes: int | None, cache_dir: Path | None,
+          on_corrupt: str) -> LabeledImages:
+    files, labels = read_split_list(list_path, root)
+    if num_classes is not None and labels.max() >= num_classes:
+        line = int(np.argmax(labels >= num_classes)) + 1
+        raise ValueError(f"{list_path}: label {labels.max()} (e.g. entry {line}) is absent from the "
+                         f"training list, whose labels are 0..{num_classes - 1}")
+    classes = [str(c) for c in range(num_classes if num_classes is not None else int(labels.max()) + 1)]
+
+    def build() -> LabeledImages:
+        images, kept = decode_images(files, f"decoding {list_path.name}", on_corrupt)
+        skipped = sorted(set(map(str, files)) - {str(files[i]) for i in kept})
+        return LabeledImages(images, labels[kept], classes, skipped)
+
+    if cache_dir is None:
+        return build()
+    from longtail.data.cache import cached
+
+    options = {"reader": "list", "list": str(list_path.resolve()), "on_corrupt": on_corrupt}
+    return cached(cache_dir, list_path.stem, files, options, build)
+
+
+def read_lists(
+    root: str | Path,
+    train_list: str | Path,
+    test_list: str | Path,
+    val_list: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    on_corrupt: str = "error",
+) -> DataSplits:
+    """Training, test and (optional) validation sets from split lists over ``root``."""
+    root = Path(root)
+    cache_dir = Path(cache_dir) if cache_dir is not None else None
+    train = _read(Path(train_list), root, None, cache_dir, on_corrupt)
+    num_classes = len(train.classes)
+    test = _read(Path(test_list), root, num_classes, cache_dir, on_corrupt)
+    val = _read(Path(val_list), root, num_classes, cache_dir, on_corrupt) if val_list else None
+    return DataSplits(train, test, val)
