@@ -49,10 +49,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from longtail.evaluation import adjust_logits, prior, summarize
     from longtail.evaluation.tables import format_results
     from longtail.run import evaluate
-
-    from longtail.evaluation import adjust_logits, prior, summarize
 
     info, method = evaluate(args.path, progress=not args.no_progress)
     many, few = info["config"]["eval"]["many"], info["config"]["eval"]["few"]

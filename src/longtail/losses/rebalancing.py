@@ -36,6 +36,7 @@ class CrossEntropyLoss(nn.CrossEntropyLoss):
     """Plain softmax cross-entropy, the baseline every re-balancing loss reduces to.
 
     Accepts (and ignores) ``class_counts`` so that every loss of the family is built alike.
+    Its logits model the training set's label prior: ``logits_prior = "train"``.
 
     Args:
         class_counts: unused; training images per class.
@@ -55,7 +56,8 @@ class LogitAdjustedLoss(nn.Module):
     The loss adds ``tau * log(pi_y)`` to every logit before the softmax, where ``pi`` is
     the training label prior (class counts over their sum):
     ``loss = -log( exp(f_y + tau log pi_y) / sum_j exp(f_j + tau log pi_j) )``.
-    With ``tau = 0`` or equal counts it is plain cross-entropy.
+    With ``tau = 0`` or equal counts it is plain cross-entropy. With ``tau > 0`` the
+    logits model the uniform prior: ``logits_prior = "uniform"``.
 
     Args:
         class_counts: training images per class, length C.
@@ -91,7 +93,8 @@ class BalancedSoftmaxLoss(nn.Module):
 
     The softmax is weighted by the class counts ``n_j``:
     ``loss = -log( n_y exp(f_y) / sum_j n_j exp(f_j) )``, that is cross-entropy on
-    ``f + log n``. With equal counts it is plain cross-entropy.
+    ``f + log n``. With equal counts it is plain cross-entropy. The logits model the
+    uniform prior: ``logits_prior = "uniform"``.
 
     Args:
         class_counts: training images per class, length C.
