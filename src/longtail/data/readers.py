@@ -6,6 +6,7 @@ import pickle
 import sys
 import warnings
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -134,7 +135,7 @@ def _class_folder_files(root: Path, classes: list[str] | None = None) -> tuple[l
     return classes, files, labels
 
 
-def decode_images(files: list[Path], description: str, on_corrupt: str = "error") -> tuple[np.ndarray, list[int]]:
+def decode_images(files: list[Path], name: str, on_corrupt: str = "error") -> tuple[np.ndarray, list[int]]:
     """Decode image files to one uint8 RGB array ``[N, H, W, 3]``, showing progress.
 
     An unreadable file is an error naming it, or with ``on_corrupt="skip"`` a warning;
@@ -144,7 +145,8 @@ def decode_images(files: list[Path], description: str, on_corrupt: str = "error"
     from tqdm import tqdm
 
     images, kept = [], []
-    for position, path in enumerate(tqdm(files, desc=description, unit="image", disable=not sys.stderr.isatty())):
+    progress = tqdm(files, desc=f"decoding {name}", unit="image", disable=not sys.stderr.isatty())
+    for position, path in enumerate(progress):
         try:
             with Image.open(path) as image:
                 pixels = np.asarray(image.convert("RGB"))
@@ -158,15 +160,19 @@ def decode_images(files: list[Path], description: str, on_corrupt: str = "error"
         images.append(pixels)
         kept.append(position)
     if not images:
-        raise ValueError(f"{description.removeprefix('decoding ')}: no readable image")
+        raise ValueError(f"{name}: no readable image")
     return np.stack(images), kept
 
 
-def _read_class_folders(root: Path, classes: list[str] | None, cache_dir: Path | None, on_corrupt: str) -> LabeledImages:
-    classes, files, labels = _class_folder_files(root, classes)
+def decoded(
+    files: list[Path], labels: Sequence[int], classes: list[str], name: str, options: dict,
+    cache_dir: Path | None, on_corrupt: str,
+) -> LabeledImages:
+    """The images of ``files`` decoded, through the cache in ``cache_dir`` when given
+    (an entry named ``name``, keyed by the files and ``options``)."""
 
     def build() -> LabeledImages:
-        images, kept = decode_images(files, f"decoding {root}", on_corrupt)
+        images, kept = decode_images(files, name, on_corrupt)
         skipped = sorted(set(map(str, files)) - {str(files[i]) for i in kept})
         return LabeledImages(images, np.asarray(labels, dtype=np.int64)[kept], classes, skipped)
 
@@ -174,8 +180,13 @@ def _read_class_folders(root: Path, classes: list[str] | None, cache_dir: Path |
         return build()
     from longtail.data.cache import cached
 
-    options = {"reader": "folder", "classes": classes, "on_corrupt": on_corrupt}
-    return cached(cache_dir, f"{root.parent.name}-{root.name}", files, options, build)
+    return cached(cache_dir, name, files, {**options, "on_corrupt": on_corrupt}, build)
+
+
+def _read_class_folders(root: Path, classes: list[str] | None, cache_dir: Path | None, on_corrupt: str) -> LabeledImages:
+    classes, files, labels = _class_folder_files(root, classes)
+    options = {"reader": "folder", "classes": classes}
+    return decoded(files, labels, classes, f"{root.parent.name}-{root.name}", options, cache_dir, on_corrupt)
 
 
 def read_folder(root: str | Path, cache_dir: str | Path | None = None, on_corrupt: str = "error") -> DataSplits:

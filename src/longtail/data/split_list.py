@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from longtail.data.readers import DataSplits, LabeledImages, decode_images
+from longtail.data.readers import DataSplits, LabeledImages, decoded
 
 
 def read_split_list(list_path: str | Path, root: str | Path | None = None) -> tuple[list[Path], np.ndarray]:
@@ -57,18 +57,8 @@ def _read(list_path: Path, root: Path, num_classes: int | None, cache_dir: Path 
         raise ValueError(f"{list_path}: label {labels.max()} (e.g. entry {line}) is absent from the "
                          f"training list, whose labels are 0..{num_classes - 1}")
     classes = [str(c) for c in range(num_classes if num_classes is not None else int(labels.max()) + 1)]
-
-    def build() -> LabeledImages:
-        images, kept = decode_images(files, f"decoding {list_path.name}", on_corrupt)
-        skipped = sorted(set(map(str, files)) - {str(files[i]) for i in kept})
-        return LabeledImages(images, labels[kept], classes, skipped)
-
-    if cache_dir is None:
-        return build()
-    from longtail.data.cache import cached
-
-    options = {"reader": "list", "list": str(list_path.resolve()), "on_corrupt": on_corrupt}
-    return cached(cache_dir, list_path.stem, files, options, build)
+    options = {"reader": "list", "list": str(list_path.resolve())}
+    return decoded(files, labels, classes, list_path.stem, options, cache_dir, on_corrupt)
 
 
 def read_lists(
