@@ -4,8 +4,9 @@ For each method (and precision) it trains on the long-tailed training set, evalu
 the whole test set, and measures in the same run the model-only bound: forward, backward
 and optimiser step of the same model on random tensors of the same batch shape, no data
 loading. Each finished row is written at once to benchmarks/results/<name>.json and .md;
-a later call with the same settings skips the rows already there, so a long benchmark
-runs in parts.
+a later call with the same settings skips the rows already there, and continues a row
+that was stopped from its last checkpoint (every 100 steps, in --runs), so a long
+benchmark runs in parts, across machines when --runs travels with it.
 
     python benchmarks/cifar_lt.py --data ../shared/data/cifar10 --epochs 30 \\
         --methods ce,logit_adjustment,balanced_softmax,bcl
@@ -30,7 +31,7 @@ import torch
 from longtail.config import Config, load_config
 from longtail.files import atomic_write_text
 from longtail.hardware import machine_info, native_bf16
-from longtail.run import build_method, train
+from longtail.run import RUN_DIR_VARIABLE, build_method, environment, train
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -58,28 +59,51 @@ def recipe(data: str, method: str, epochs: int, batch_size: int, imbalance_facto
         f"seed={seed}",
         f"trainer.precision={precision}",
         f"out_dir={out_dir}",
+        "trainer.checkpoint_every=100",
     ]
     if method != "bcl":
         overrides += ["data.views=[auto+cutout]", "model.classifier=linear"]
     return load_config(files, overrides)
 
 
-def model_bound(method, views: int, batch_size: int, size: int, precision: str, steps: int = 20) -> float:
-    """Source images per second of forward, backward and step on random tensors."""
+def model_bound(method, views: int, batch_size: int, size: int, precision: str, steps: int = 10,
+                repeats: int = 3) -> float:
+    """Source images per second of forward, backward and step on random tensors: the best
+    of ``repeats`` timings of ``steps`` steps, after 3 warm-up steps."""
     method.train()
     optimizer = torch.optim.SGD(method.parameters(), lr=1e-3, momentum=0.9)
     inputs = torch.randn(batch_size, views, 3, size, size)
     targets = torch.randint(0, len(method.class_counts), (batch_size,))
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision.startswith("bf16"))
-    for step in range(steps + 3):
-        if step == 3:
-            start = time.perf_counter()
+
+    def step() -> None:
         with autocast:
             loss = torch.stack(list(method.training_losses(inputs, targets).values())).sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    return batch_size * steps / (time.perf_counter() - start)
+
+    for _ in range(3):
+        step()
+    timings = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        timings.append(time.perf_counter() - start)
+    return batch_size * steps / min(timings)
+
+
+def train_row(config: Config, run_dir: Path) -> dict:
+    """The metrics of the row's run in ``run_dir``: read when it finished, continued from
+    its last checkpoint when it was stopped, else trained from the start."""
+    if (run_dir / "metrics.json").is_file():
+        return json.loads((run_dir / "metrics.json").read_text())
+    if (run_dir / "checkpoints" / "last.ckpt").is_file():
+        print(f"continuing {run_dir}", file=sys.stderr)
+        return train(config, progress=True, resume=run_dir)[1]
+    with environment(RUN_DIR_VARIABLE, str(run_dir)):
+        return train(config, progress=True)[1]
 
 
 def write_tables(results: Path, name: str, result: dict) -> None:
@@ -121,7 +145,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", help="results name (default: from the data and the factor)")
-    parser.add_argument("--runs", default="/tmp/longtail-benchmark-runs", help="where the runs go")
+    parser.add_argument("--runs", type=Path, default=ROOT / "benchmarks" / "runs",
+                        help="where the runs go, one folder per row (resumed from there)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the tables go")
     args = parser.parse_args()
 
@@ -151,10 +176,11 @@ def main() -> None:
             if any(r["method"] == method_name and r["precision"] == precision for r in result["rows"]):
                 print(f"{method_name} {precision}: already measured", file=sys.stderr)
                 continue
+            run_dir = args.runs / name / f"{method_name}-{precision}"
             config = recipe(args.data, method_name, args.epochs, args.batch_size,
-                            args.imbalance_factor, args.seed, precision, Path(args.runs))
+                            args.imbalance_factor, args.seed, precision, args.runs)
             print(f"{method_name} {precision}: training", file=sys.stderr)
-            run_dir, metrics = train(config, progress=True)
+            metrics = train_row(config, run_dir)
             method = build_method(config, metrics["train_counts"])
             size = 8 if dataset == "digits" else 32
             views = type(method).num_views

@@ -41,18 +41,18 @@ def fit_and_test(method, views, train_counts, epochs):
 @pytest.mark.parametrize("loss", ["ce", "logit_adjusted", "balanced_softmax"])
 def test_single_branch_methods_learn_well_above_chance(loss):
     counts = [120, 60, 30, 15]
-    optim = OptimConfig(lr=0.1, epochs=6, warmup_epochs=1)
+    optim = OptimConfig(lr=0.1, epochs=10, warmup_epochs=1)
     method = Supervised(4, counts, loss=loss, optim=optim)
-    results = fit_and_test(method, ["standard"], counts, epochs=6)
+    results = fit_and_test(method, ["standard"], counts, epochs=10)
     assert results["overall"] > 75  # chance is 25
     assert results["few"] is not None and results["many"] is not None
 
 
 def test_bcl_learns_well_above_chance():
     counts = [120, 60, 30, 15]
-    optim = OptimConfig(lr=0.1, epochs=6, warmup_epochs=1)
+    optim = OptimConfig(lr=0.1, epochs=10, warmup_epochs=1)
     method = BCL(4, counts, optim=optim, feat_dim=32, hidden_dim=64)
-    results = fit_and_test(method, ["standard", "standard", "standard"], counts, epochs=6)
+    results = fit_and_test(method, ["standard", "standard", "standard"], counts, epochs=10)
     assert results["overall"] > 75
 
 

@@ -29,3 +29,54 @@ def progress_callback(enabled: bool) -> list[Callback]:
     if not enabled:
         return []
     return [TQDMProgressBar() if sys.stderr.isatty() else EpochLog()]
+
+
+class Throughput(Callback):
+    """Training throughput in source images per second, kept in every checkpoint so that a
+    resumed run reports the whole run.
+
+    Each epoch's rate is its images over the time from the epoch's start to its last
+    batch's end (loading waits included, validation not). ``images_per_s`` is the median
+    rate of the completed epochs, steady against a passing load on the machine; ``wall_s``
+    the training time of every part of the run.
+    """
+
+    def __init__(self) -> None:
+        self.epochs: dict[int, list] = {}  # epoch -> [images, seconds, completed]
+        self.earlier_wall_s = 0.0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.start = self.mark = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.mark = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        now = time.perf_counter()
+        epoch = self.epochs.setdefault(trainer.current_epoch, [0, 0.0, False])
+        epoch[0] += len(batch[1])
+        epoch[1] += now - self.mark
+        self.mark = now
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.epochs.setdefault(trainer.current_epoch, [0, 0.0, False])[2] = True
+
+    @property
+    def wall_s(self) -> float:
+        return self.earlier_wall_s + time.perf_counter() - self.start
+
+    @property
+    def images_per_s(self) -> float:
+        rates = sorted(images / seconds for images, seconds, done in self.epochs.values() if done and seconds)
+        if rates:
+            middle = len(rates) // 2
+            return rates[middle] if len(rates) % 2 else (rates[middle - 1] + rates[middle]) / 2
+        images = sum(images for images, _, _ in self.epochs.values())
+        return images / max(1e-9, sum(seconds for _, seconds, _ in self.epochs.values()))
+
+    def state_dict(self) -> dict:
+        return {"epochs": {str(e): v for e, v in self.epochs.items()}, "wall_s": self.wall_s}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.epochs = {int(e): list(v) for e, v in state_dict["epochs"].items()}
+        self.earlier_wall_s = state_dict["wall_s"]

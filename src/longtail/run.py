@@ -11,7 +11,6 @@ import io
 import json
 import os
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -37,7 +36,7 @@ from longtail.data.cache import default_cache_dir
 from longtail.files import AtomicCheckpointIO, atomic_write_text
 from longtail.hardware import warn_if_slow_precision
 from longtail.methods import METHODS, ClassifierMethod
-from longtail.progress import progress_callback
+from longtail.progress import Throughput, progress_callback
 
 
 def read_data(config: Config):
@@ -190,6 +189,7 @@ def train(
         num_workers=data.num_workers,
         sampler=data.sampler,
         seed=config.seed,
+        image_size=data.image_size,
     )
     if resume is None:
         run_dir, resume_from = shared_run_dir(config), None
@@ -208,8 +208,10 @@ def train(
         "image_size": datamodule.size,
     }
     checkpoints = run_dir / "checkpoints"
+    throughput = Throughput()
     callbacks = [
         *callbacks,
+        throughput,
         RunInfo(info),
         StepSeeds(config.seed),
         ModelCheckpoint(
@@ -236,10 +238,9 @@ def train(
         plugins=[AtomicCheckpointIO()],
         log_every_n_steps=min(50, datamodule.steps_per_epoch),
     )
-    start = time.perf_counter()
     with environment(RUN_DIR_VARIABLE, str(run_dir)):  # for the processes DDP starts
         trainer.fit(method, datamodule=datamodule, ckpt_path=resume_from)
-        wall_s = time.perf_counter() - start
+        wall_s = throughput.wall_s
         trainer.save_checkpoint(checkpoints / "last.ckpt")
         trainer.test(method, datamodule=datamodule, verbose=False)
     if trainer.is_global_zero:
@@ -256,7 +257,7 @@ def train(
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
         "wall_s": round(wall_s, 2),
-        "images_per_s": round(trainer.current_epoch * len(splits.train) / wall_s, 1),
+        "images_per_s": round(throughput.images_per_s * trainer.world_size, 1),
         "skipped_steps": method.skipped_steps,
         "skipped_files": len(splits.train.skipped) + len(splits.test.skipped)
         + (len(splits.val.skipped) if splits.val is not None else 0),
@@ -308,7 +309,7 @@ def evaluate(path: str | Path, progress: bool = True) -> tuple[dict, ClassifierM
     method.load_state_dict(checkpoint["state_dict"])
     datamodule = LongTailDataModule(
         splits, views=["none"], batch_size=data.batch_size, num_workers=data.num_workers,
-        mean=info["mean"], std=info["std"],
+        mean=info["mean"], std=info["std"], image_size=info["image_size"],
     )
     trainer = _trainer(config, progress, logger=False, enable_checkpointing=False)
     trainer.test(method, datamodule=datamodule, verbose=False)

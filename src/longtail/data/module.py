@@ -12,41 +12,66 @@ from torch.utils.data import DataLoader, Dataset
 
 from longtail.data.readers import DataSplits, LabeledImages
 from longtail.data.samplers import SAMPLERS, EpochSampler
-from longtail.data.transforms import MultiView, view_transform
+from longtail.data.transforms import MultiView, seeded, view_transform
 
 
 class TransformedImages(Dataset):
-    """Items ``(transform(image), label)`` of uint8 ``[N, H, W, 3]`` images.
+    """Batches ``(views, labels)`` of uint8 ``[N, H, W, 3]`` images through a ``MultiView``.
 
-    A key ``(index, seed)`` (from ``EpochSampler``) seeds the augmentation of that item,
-    leaving the process's own random state as it was.
+    The loader asks for a whole batch at once (``__getitems__``), so that the batch stage
+    of the views runs once per batch. A key ``(index, seed)`` (from ``EpochSampler``)
+    seeds the image stage of that item, and the first key's seed the batch stage, leaving
+    the process's own random state as it was. ``views`` is ``[B, V, 3, S, S]``, or
+    ``[B, 3, S, S]`` with ``single_view``.
     """
 
-    def __init__(self, data: LabeledImages, transform) -> None:
+    def __init__(self, data: LabeledImages, transform: MultiView, single_view: bool = False) -> None:
         self.data = data
         self.transform = transform
+        self.single_view = single_view
 
     def __len__(self) -> int:
         return len(self.data)
 
+    def _image(self, index: int, seed: int | None) -> torch.Tensor:
+        image = torch.from_numpy(np.array(self.data.images[index])).permute(2, 0, 1)  # memmaps are read-only
+        with seeded(seed):
+            return self.transform.images(image)
+
+    def __getitems__(self, keys: list) -> tuple[torch.Tensor, torch.Tensor]:
+        keys = [key if isinstance(key, tuple) else (key, None) for key in keys]
+        images = torch.stack([self._image(index, seed) for index, seed in keys])
+        with seeded(None if keys[0][1] is None else keys[0][1] ^ BATCH_SEED_MASK):
+            views = self.transform.batch(images)
+        labels = torch.as_tensor(self.data.labels[[index for index, _ in keys]])
+        return (views[:, 0] if self.single_view else views), labels
+
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
-        index, seed = key if isinstance(key, tuple) else (key, None)
-        image = torch.from_numpy(self.data.images[index].copy()).permute(2, 0, 1)  # memmaps are read-only
-        if seed is None:
-            return self.transform(image), int(self.data.labels[index])
-        generator = torch.default_generator  # the one torchvision's transforms draw from
-        state = generator.get_state()
-        generator.manual_seed(seed)  # torch.manual_seed would also seed every accelerator: 40x slower
-        try:
-            return self.transform(image), int(self.data.labels[index])
-        finally:
-            generator.set_state(state)
+        views, labels = self.__getitems__([key])
+        return views[0], int(labels[0])
+
+
+#: Keeps a batch stage's seed apart from the image stage seed of the batch's first item.
+BATCH_SEED_MASK = 0x5DEECE66D
+
+
+def whole_batch(batch):
+    """The loader's collate function: ``__getitems__`` already made the batch."""
+    return batch
 
 
 def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     """Per-channel mean and standard deviation of uint8 images, on the [0, 1] scale."""
     pixels = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255
     return pixels.mean(axis=0).tolist(), np.maximum(pixels.std(axis=0), 1e-3).tolist()
+
+
+def yield_to_training(worker_id: int) -> None:
+    """A loader process's start: it runs at the lowest priority, filling the gaps the
+    training step leaves. On 2 cores this took BCL's pipeline from 0.92 to 0.95 of the
+    model-only bound: the step's threads no longer wait on one that a loader delayed."""
+    if hasattr(os, "nice"):
+        os.nice(19)
 
 
 def default_num_workers() -> int:
@@ -65,6 +90,7 @@ class LongTailDataModule(L.LightningDataModule):
         sampler: a name from ``SAMPLERS``.
         seed: seeds the order and the augmentation of every epoch.
         mean, std: normalisation; by default the training set's channel statistics.
+        image_size: the side of the model's input; by default the images' own side.
     """
 
     def __init__(
@@ -77,12 +103,14 @@ class LongTailDataModule(L.LightningDataModule):
         seed: int = 0,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        image_size: int | None = None,
     ) -> None:
         super().__init__()
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
         self.splits = splits
-        self.size = splits.train.images.shape[1]
+        self.source_size = splits.train.images.shape[1]
+        self.size = image_size or self.source_size
         if mean is None or std is None:
             mean, std = channel_stats(splits.train.images)
         self.mean, self.std = list(mean), list(std)
@@ -108,6 +136,8 @@ class LongTailDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             drop_last=sampler is not None and len(sampler) > self.batch_size,
+            collate_fn=whole_batch,
+            worker_init_fn=yield_to_training,
         )
 
     @property
@@ -131,19 +161,22 @@ class LongTailDataModule(L.LightningDataModule):
         the middle of an epoch without telling the sampler, so this is set beforehand."""
         self.resume_step = global_step
 
-    def eval_transform(self):
-        return view_transform("none", self.size, self.mean, self.std)
+    def view(self, name: str):
+        """The view ``name`` (see ``longtail.data.transforms``) of this data."""
+        return view_transform(name, self.size, self.mean, self.std, self.source_size)
+
+    def _evaluation(self, data: LabeledImages) -> TransformedImages:
+        return TransformedImages(data, MultiView([self.view("none")]), single_view=True)
 
     def train_dataloader(self) -> DataLoader:
-        transform = MultiView([view_transform(v, self.size, self.mean, self.std) for v in self.views])
-        dataset = TransformedImages(self.splits.train, transform)
-        return self._loader(dataset, self.train_sampler)
+        transform = MultiView([self.view(name) for name in self.views])
+        return self._loader(TransformedImages(self.splits.train, transform), self.train_sampler)
 
     def val_dataloader(self) -> DataLoader | list:
         if self.splits.val is None:
             return []
-        return self._loader(TransformedImages(self.splits.val, self.eval_transform()))
+        return self._loader(self._evaluation(self.splits.val))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(TransformedImages(self.splits.test, self.eval_transform()))
+        return self._loader(self._evaluation(self.splits.test))
 

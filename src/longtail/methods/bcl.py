@@ -68,7 +68,7 @@ class BCL(ClassifierMethod):
         batch, num_views = views.shape[:2]
         if num_views < 2:
             raise ValueError(f"BCL needs at least 2 views (1 classifier, 1 contrastive), got {num_views}")
-        features = self.backbone(views.transpose(0, 1).flatten(0, 1))
+        features = self.features(views.transpose(0, 1).flatten(0, 1))
         logits = self.classifier(features[:batch])
         embeddings = F.normalize(self.projection(features[batch:]), dim=1)
         embeddings = embeddings.unflatten(0, (num_views - 1, batch)).transpose(0, 1)
