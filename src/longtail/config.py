@@ -50,6 +50,7 @@ class DataConfig:
     sampler: str = "random"
     views: list[str] = field(default_factory=lambda: ["standard", "standard", "standard"])
     image_size: int | None = None
+    resize: int | None = None
     batch_size: int = 64
     num_workers: int | None = None
     on_corrupt: str = "error"
@@ -247,8 +248,9 @@ def validate(config: Config, check_paths: bool = True) -> None:
     _check("data.profile", data.profile in PROFILES, f"must be one of {', '.join(PROFILES)}, got {data.profile!r}")
     _check("data.sampler", data.sampler in SAMPLERS, f"must be one of {', '.join(SAMPLERS)}, got {data.sampler!r}")
     _check("data.batch_size", data.batch_size >= 1, f"must be at least 1, got {data.batch_size}")
-    _check("data.image_size", data.image_size is None or data.image_size >= 1,
-           f"must be at least 1, got {data.image_size}")
+    for key in ("image_size", "resize"):
+        value = getattr(data, key)
+        _check(f"data.{key}", value is None or value >= 1, f"must be at least 1, got {value}")
     _check("data.on_corrupt", data.on_corrupt in ("error", "skip"), f"must be error or skip, got {data.on_corrupt!r}")
     _check("data.views", len(data.views) >= 1, "needs at least one view")
     for i, view in enumerate(data.views):

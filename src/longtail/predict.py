@@ -6,13 +6,12 @@ import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
-from torchvision.transforms import v2
 
 from longtail.checkpoints import load_checkpoint
 from longtail.config import ConfigError, from_dict
-from longtail.data.readers import IMAGE_SUFFIXES
+from longtail.data.readers import IMAGE_SUFFIXES, read_image
+from longtail.data.transforms import view_transform
 from longtail.evaluation.posthoc import adjust_logits, prior
 from longtail.methods import ClassifierMethod
 from longtail.run import build_method
@@ -77,14 +76,7 @@ def predict(
     target_prior: torch.Tensor | None = None, batch_size: int = 64,
 ) -> Iterator[tuple[Path, list[tuple[str, float]] | str]]:
     """For each file, its top-k ``(class, probability)``, or the reason it was unreadable."""
-    from PIL import Image
-
-    size = info["image_size"]
-    transform = v2.Compose([
-        v2.Resize((size, size), antialias=True),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(info["mean"], info["std"]),
-    ])
+    view = view_transform("none", info["image_size"], info["mean"], info["std"])  # as evaluated
     counts = info["class_counts"]
     source = prior([1.0] * len(counts)) if method.logits_prior == "uniform" else prior(counts)
     top_k = min(top_k, len(counts))
@@ -92,17 +84,16 @@ def predict(
         batch, readable = [], []
         for path in files[start : start + batch_size]:
             try:
-                with Image.open(path) as image:
-                    pixels = np.asarray(image.convert("RGB"))
+                pixels = read_image(path)
             except OSError as error:
                 yield path, f"cannot read image ({error})"
                 continue
-            batch.append(transform(torch.from_numpy(pixels.copy()).permute(2, 0, 1)))
+            batch.append(view.image(torch.from_numpy(pixels.copy()).permute(2, 0, 1)))
             readable.append(path)
         if not batch:
             continue
         with torch.no_grad():
-            logits = method(torch.stack(batch)).double()
+            logits = method(view.batch(torch.stack(batch))).double()
         if target_prior is not None:
             logits = adjust_logits(logits, source, target_prior)
         probabilities, indices = logits.softmax(dim=1).topk(top_k, dim=1)

@@ -44,7 +44,8 @@ def read_data(config: Config):
     data = config.data
     cache_dir = (data.cache_dir or default_cache_dir()) if data.cache else None
     return read_splits(data.format, data.root, data.imbalance_factor, data.profile, data.seed,
-                       cache_dir, data.on_corrupt, (data.train_list, data.test_list, data.val_list))
+                       cache_dir, data.on_corrupt, (data.train_list, data.test_list, data.val_list),
+                       data.resize)
 
 
 def build_method(config: Config, class_counts: list[int]) -> ClassifierMethod:

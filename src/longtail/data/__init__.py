@@ -38,6 +38,7 @@ def read_splits(
     cache_dir: str | Path | None = None,
     on_corrupt: str = "error",
     lists: tuple[str | None, str | None, str | None] = (None, None, None),
+    resize: int | None = None,
 ) -> DataSplits:
     """Read a data set and make its training set long-tailed.
 
@@ -51,6 +52,9 @@ def read_splits(
         cache_dir: where decoded images are kept (image folders); ``None``: no cache.
         on_corrupt: ``error`` or ``skip`` an unreadable image (image folders, lists).
         lists: the training, test and validation split lists of ``format="list"``.
+        resize: decode image files once resized: the shorter side to ``resize``, the
+            centre square kept (image folders, lists); without it, images of different
+            sizes are read from their files whenever they are used.
     """
     if format == "digits":
         splits = read_digits(seed=seed)
@@ -58,9 +62,9 @@ def read_splits(
     elif format == "cifar":
         splits = read_cifar(root)
     elif format == "folder":
-        splits = read_folder(root, cache_dir, on_corrupt)
+        splits = read_folder(root, cache_dir, on_corrupt, resize)
     elif format == "list":
-        splits = read_lists(root, *lists, cache_dir=cache_dir, on_corrupt=on_corrupt)
+        splits = read_lists(root, *lists, cache_dir=cache_dir, on_corrupt=on_corrupt, resize=resize)
     else:
         raise ValueError(f"unknown data.format {format!r}")
     if imbalance_factor is not None:

@@ -56,7 +56,8 @@ def cached(
     options: dict,
     build: Callable[[], LabeledImages],
 ) -> LabeledImages:
-    """The images ``build()`` decodes from ``files``, from the cache when it has them.
+    """The images ``build()`` decodes from ``files``, from the cache when it has them
+    (images that ``build`` leaves in their files are not kept).
 
     A damaged entry (a truncated or foreign file) is reported in a warning naming the
     file, and rebuilt.
@@ -71,6 +72,8 @@ def cached(
             warnings.warn(f"damaged cache entry {images_path} ({error}): rebuilding it", stacklevel=2)
     start = time.perf_counter()
     data = build()
+    if not isinstance(data.images, np.ndarray):  # read from the files when used: nothing to keep
+        return data
     with atomic_path(images_path) as temporary:
         with open(temporary, "wb") as f:
             np.save(f, np.ascontiguousarray(data.images))

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from longtail.data.readers import DataSplits, LabeledImages
+from longtail.data.readers import DataSplits, ImageFiles, LabeledImages
 from longtail.data.samplers import SAMPLERS, EpochSampler
 from longtail.data.transforms import MultiView, seeded, view_transform
 
@@ -60,10 +60,23 @@ def whole_batch(batch):
     return batch
 
 
-def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
-    """Per-channel mean and standard deviation of uint8 images, on the [0, 1] scale."""
-    pixels = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255
+def channel_stats(images: np.ndarray | ImageFiles, sample: int = 500) -> tuple[list[float], list[float]]:
+    """Per-channel mean and standard deviation of uint8 images, on the [0, 1] scale: of
+    every image of an array, of a seeded sample of ``sample`` images read from files."""
+    if isinstance(images, ImageFiles):
+        chosen = np.random.default_rng(0).permutation(len(images))[:sample]
+        pixels = np.concatenate([images[int(i)].reshape(-1, 3) for i in sorted(chosen)])
+    else:
+        pixels = images.reshape(-1, images.shape[-1])
+    pixels = pixels.astype(np.float64) / 255
     return pixels.mean(axis=0).tolist(), np.maximum(pixels.std(axis=0), 1e-3).tolist()
+
+
+def square_side(images: np.ndarray | ImageFiles) -> int | None:
+    """The side of images that are all one square size, else ``None``."""
+    if isinstance(images, ImageFiles) or images.shape[1] != images.shape[2]:
+        return None
+    return images.shape[1]
 
 
 def yield_to_training(worker_id: int) -> None:
@@ -90,7 +103,8 @@ class LongTailDataModule(L.LightningDataModule):
         sampler: a name from ``SAMPLERS``.
         seed: seeds the order and the augmentation of every epoch.
         mean, std: normalisation; by default the training set's channel statistics.
-        image_size: the side of the model's input; by default the images' own side.
+        image_size: the side of the model's input; by default the images' own side, when
+            they all share one square size.
     """
 
     def __init__(
@@ -109,8 +123,11 @@ class LongTailDataModule(L.LightningDataModule):
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
         self.splits = splits
-        self.source_size = splits.train.images.shape[1]
+        self.source_size = square_side(splits.train.images)
         self.size = image_size or self.source_size
+        if self.size is None:
+            raise ValueError("the training images differ in size or are not square: "
+                             "set data.image_size (e.g. 224), and data.resize to decode them once")
         if mean is None or std is None:
             mean, std = channel_stats(splits.train.images)
         self.mean, self.std = list(mean), list(std)

@@ -1,4 +1,5 @@
-"""Readers: each returns decoded uint8 RGB images ``[N, H, W, 3]``, labels and class names."""
+"""Readers: each returns uint8 RGB images ``[N, H, W, 3]`` (decoded, or ``ImageFiles`` read
+when used), labels and class names."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ import numpy as np
 
 @dataclass
 class LabeledImages:
-    """Decoded images ``[N, H, W, 3]`` uint8, labels ``[N]`` int64 in ``[0, C)``, class names,
-    and the files left out as unreadable (with ``on_corrupt="skip"``)."""
+    """Images ``[N, H, W, 3]`` uint8 (an array, or ``ImageFiles`` of any sizes), labels
+    ``[N]`` int64 in ``[0, C)``, class names, and the files left out as unreadable (with
+    ``on_corrupt="skip"``)."""
 
-    images: np.ndarray
+    images: np.ndarray | ImageFiles
     labels: np.ndarray
     classes: list[str]
     skipped: list[str] = field(default_factory=list)
@@ -135,28 +137,92 @@ def _class_folder_files(root: Path, classes: list[str] | None = None) -> tuple[l
     return classes, files, labels
 
 
-def decode_images(files: list[Path], name: str, on_corrupt: str = "error") -> tuple[np.ndarray, list[int]]:
-    """Decode image files to one uint8 RGB array ``[N, H, W, 3]``, showing progress.
+def read_image(path: Path, resize: int | None = None) -> np.ndarray:
+    """An image file as uint8 RGB ``[H, W, 3]`` (grey, palette, RGBA and CMYK converted);
+    with ``resize``, its shorter side resized to ``resize`` and the centre square kept.
+    Raises ``OSError`` when the file is unreadable."""
+    from PIL import Image, ImageOps
 
-    An unreadable file is an error naming it, or with ``on_corrupt="skip"`` a warning;
-    returns the images and the positions in ``files`` that were read.
-    """
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+        if resize is not None:
+            image = ImageOps.fit(image, (resize, resize), method=Image.Resampling.BICUBIC)
+        return np.asarray(image)
+
+
+class ImageFiles:
+    """Images read from their files whenever they are indexed, of any size: for sets too
+    large, or too varied in size, to decode once. ``files[i]`` is uint8 ``[H, W, 3]``;
+    indexing with an array of positions gives the ``ImageFiles`` of those files."""
+
+    def __init__(self, files: Sequence[Path]) -> None:
+        self.files = list(files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index):
+        if isinstance(index, (int, np.integer)):
+            try:
+                return read_image(self.files[index])
+            except OSError as error:
+                raise ValueError(f"{self.files[index]}: cannot read image ({error})") from None
+        return ImageFiles([self.files[i] for i in np.asarray(index).tolist()])
+
+
+def _unreadable(path: Path, error: OSError, on_corrupt: str) -> None:
+    if on_corrupt != "skip":
+        raise ValueError(f"{path}: cannot read image ({error})") from None
+    warnings.warn(f"{path}: skipped, cannot read image ({error})", stacklevel=3)
+
+
+def _readable_files(files: list[Path], name: str, on_corrupt: str) -> list[int]:
+    """The positions of the files whose image header reads (PIL reads no pixels)."""
     from PIL import Image
+    from tqdm import tqdm
+
+    kept = []
+    for position, path in enumerate(tqdm(files, desc=f"checking {name}", unit="image",
+                                         disable=not sys.stderr.isatty())):
+        try:
+            Image.open(path).close()
+        except OSError as error:
+            _unreadable(path, error, on_corrupt)
+            continue
+        kept.append(position)
+    return kept
+
+
+def decode_images(
+    files: list[Path], name: str, on_corrupt: str = "error", resize: int | None = None
+) -> tuple[np.ndarray | ImageFiles, list[int]]:
+    """Decode image files to one uint8 RGB array ``[N, H, W, 3]``, showing progress; with
+    ``resize``, each resized as ``read_image`` does.
+
+    An unreadable file is an error naming it, or with ``on_corrupt="skip"`` a warning.
+    Images of different sizes (without ``resize``) are not decoded: they come back as
+    ``ImageFiles``, read whenever they are used. Returns the images and the positions in
+    ``files`` that were kept.
+    """
     from tqdm import tqdm
 
     images, kept = [], []
     progress = tqdm(files, desc=f"decoding {name}", unit="image", disable=not sys.stderr.isatty())
     for position, path in enumerate(progress):
         try:
-            with Image.open(path) as image:
-                pixels = np.asarray(image.convert("RGB"))
+            pixels = read_image(path, resize)
         except OSError as error:
-            if on_corrupt != "skip":
-                raise ValueError(f"{path}: cannot read image ({error})") from None
-            warnings.warn(f"{path}: skipped, cannot read image ({error})", stacklevel=2)
+            _unreadable(path, error, on_corrupt)
             continue
         if images and pixels.shape != images[0].shape:
-            raise ValueError(f"{path}: size {pixels.shape[:2]} differs from {images[0].shape[:2]} of {files[kept[0]]}")
+            progress.close()
+            warnings.warn(
+                f"{name}: images differ in size ({files[kept[0]].name} is {images[0].shape[1]}x"
+                f"{images[0].shape[0]}, {path.name} {pixels.shape[1]}x{pixels.shape[0]}): they are "
+                "read from their files every epoch; data.resize=N decodes them once, resized", stacklevel=2)
+            rest = _readable_files(files[position + 1:], name, on_corrupt)
+            kept += [position] + [position + 1 + i for i in rest]
+            return ImageFiles([files[i] for i in kept]), kept
         images.append(pixels)
         kept.append(position)
     if not images:
@@ -166,13 +232,13 @@ def decode_images(files: list[Path], name: str, on_corrupt: str = "error") -> tu
 
 def decoded(
     files: list[Path], labels: Sequence[int], classes: list[str], name: str, options: dict,
-    cache_dir: Path | None, on_corrupt: str,
+    cache_dir: Path | None, on_corrupt: str, resize: int | None = None,
 ) -> LabeledImages:
-    """The images of ``files`` decoded, through the cache in ``cache_dir`` when given
-    (an entry named ``name``, keyed by the files and ``options``)."""
+    """The images of ``files`` decoded (``decode_images``), through the cache in
+    ``cache_dir`` when given (an entry named ``name``, keyed by the files and ``options``)."""
 
     def build() -> LabeledImages:
-        images, kept = decode_images(files, name, on_corrupt)
+        images, kept = decode_images(files, name, on_corrupt, resize)
         skipped = sorted(set(map(str, files)) - {str(files[i]) for i in kept})
         return LabeledImages(images, np.asarray(labels, dtype=np.int64)[kept], classes, skipped)
 
@@ -180,29 +246,33 @@ def decoded(
         return build()
     from longtail.data.cache import cached
 
-    return cached(cache_dir, name, files, {**options, "on_corrupt": on_corrupt}, build)
+    return cached(cache_dir, name, files, {**options, "on_corrupt": on_corrupt, "resize": resize}, build)
 
 
-def _read_class_folders(root: Path, classes: list[str] | None, cache_dir: Path | None, on_corrupt: str) -> LabeledImages:
+def _read_class_folders(root: Path, classes: list[str] | None, cache_dir: Path | None, on_corrupt: str,
+                        resize: int | None) -> LabeledImages:
     classes, files, labels = _class_folder_files(root, classes)
     options = {"reader": "folder", "classes": classes}
-    return decoded(files, labels, classes, f"{root.parent.name}-{root.name}", options, cache_dir, on_corrupt)
+    return decoded(files, labels, classes, f"{root.parent.name}-{root.name}", options, cache_dir, on_corrupt,
+                   resize)
 
 
-def read_folder(root: str | Path, cache_dir: str | Path | None = None, on_corrupt: str = "error") -> DataSplits:
+def read_folder(root: str | Path, cache_dir: str | Path | None = None, on_corrupt: str = "error",
+                resize: int | None = None) -> DataSplits:
     """Image folders ``root/{train,test}/<class>/<image>`` (and ``root/val`` if present),
     one sub-folder per class as torchvision's ImageFolder; classes in sorted order.
 
     With ``cache_dir``, the decoded images are kept there (``longtail.data.cache``) and
     read back memory-mapped while the files are unchanged. ``on_corrupt="skip"`` leaves
-    unreadable files out, with a warning, and lists them in ``skipped``.
+    unreadable files out, with a warning, and lists them in ``skipped``. ``resize``: see
+    ``decode_images``.
     """
     root = Path(root)
     for split in ("train", "test"):
         if not (root / split).is_dir():
             raise ValueError(f"{root}: no '{split}' folder (expected {root}/{split}/<class>/<image>)")
     cache_dir = Path(cache_dir) if cache_dir is not None else None
-    train = _read_class_folders(root / "train", None, cache_dir, on_corrupt)
-    val = (_read_class_folders(root / "val", train.classes, cache_dir, on_corrupt)
+    train = _read_class_folders(root / "train", None, cache_dir, on_corrupt, resize)
+    val = (_read_class_folders(root / "val", train.classes, cache_dir, on_corrupt, resize)
            if (root / "val").is_dir() else None)
-    return DataSplits(train, _read_class_folders(root / "test", train.classes, cache_dir, on_corrupt), val)
+    return DataSplits(train, _read_class_folders(root / "test", train.classes, cache_dir, on_corrupt, resize), val)

@@ -50,7 +50,7 @@ def list_counts(list_path: str | Path) -> list[int]:
 
 
 def _read(list_path: Path, root: Path, num_classes: int | None, cache_dir: Path | None,
-          on_corrupt: str) -> LabeledImages:
+          on_corrupt: str, resize: int | None) -> LabeledImages:
     files, labels = read_split_list(list_path, root)
     if num_classes is not None and labels.max() >= num_classes:
         line = int(np.argmax(labels >= num_classes)) + 1
@@ -58,7 +58,7 @@ def _read(list_path: Path, root: Path, num_classes: int | None, cache_dir: Path 
                          f"training list, whose labels are 0..{num_classes - 1}")
     classes = [str(c) for c in range(num_classes if num_classes is not None else int(labels.max()) + 1)]
     options = {"reader": "list", "list": str(list_path.resolve())}
-    return decoded(files, labels, classes, list_path.stem, options, cache_dir, on_corrupt)
+    return decoded(files, labels, classes, list_path.stem, options, cache_dir, on_corrupt, resize)
 
 
 def read_lists(
@@ -68,12 +68,14 @@ def read_lists(
     val_list: str | Path | None = None,
     cache_dir: str | Path | None = None,
     on_corrupt: str = "error",
+    resize: int | None = None,
 ) -> DataSplits:
-    """Training, test and (optional) validation sets from split lists over ``root``."""
+    """Training, test and (optional) validation sets from split lists over ``root``
+    (``resize``: see ``longtail.data.readers.decode_images``)."""
     root = Path(root)
     cache_dir = Path(cache_dir) if cache_dir is not None else None
-    train = _read(Path(train_list), root, None, cache_dir, on_corrupt)
+    train = _read(Path(train_list), root, None, cache_dir, on_corrupt, resize)
     num_classes = len(train.classes)
-    test = _read(Path(test_list), root, num_classes, cache_dir, on_corrupt)
-    val = _read(Path(val_list), root, num_classes, cache_dir, on_corrupt) if val_list else None
+    test = _read(Path(test_list), root, num_classes, cache_dir, on_corrupt, resize)
+    val = _read(Path(val_list), root, num_classes, cache_dir, on_corrupt, resize) if val_list else None
     return DataSplits(train, test, val)

@@ -1,0 +1,109 @@
+"""Views: the per-image and per-batch stages, their seeding, and the 224-pixel policies."""
+
+import numpy as np
+import pytest
+import torch
+
+from longtail.data import DataSplits, LabeledImages, LongTailDataModule
+from longtail.data.module import TransformedImages
+from longtail.data.readers import ImageFiles
+from longtail.data.transforms import MultiView, view_transform
+
+MEAN, STD = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
+
+
+def constant_images(n, side, value=(200, 100, 50)):
+    return np.broadcast_to(np.asarray(value, dtype=np.uint8), (n, side, side, 3)).copy()
+
+
+def dataset(images, views, size=None):
+    data = LabeledImages(images, np.arange(len(images)) % 2, ["a", "b"])
+    side = images.shape[1] if isinstance(images, np.ndarray) else None
+    transform = MultiView([view_transform(v, size or side, MEAN, STD, side) for v in views])
+    return TransformedImages(data, transform)
+
+
+def test_none_is_the_images_normalised():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    views, labels = dataset(images, ["none"]).__getitems__([0, 1, 2, 3])
+    expected = (torch.from_numpy(images).permute(0, 3, 1, 2).double() / 255
+                - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    assert views.shape == (4, 1, 3, 8, 8)
+    torch.testing.assert_close(views[:, 0].double(), expected, rtol=0, atol=1e-6)
+    assert labels.tolist() == [0, 1, 0, 1]
+
+
+def test_cutout_erases_a_square_of_half_the_side_to_the_mean():
+    views, _ = dataset(constant_images(3, 16), ["none+cutout"]).__getitems__([(0, 1), (1, 2), (2, 3)])
+    for image in views[:, 0]:
+        erased = (image == 0).all(dim=0)  # the constant colour normalises to no zero
+        assert erased.sum() == 8 * 8
+        rows, cols = erased.nonzero().unbind(1)
+        assert rows.max() - rows.min() == 7 and cols.max() - cols.min() == 7
+
+
+def test_the_batch_stage_draws_for_each_sample():
+    """Colour jitter and grayscale run once per batch but with each sample's own draw:
+    copies of one image come out different."""
+    keys = [(0, seed) for seed in range(16)]
+    views, _ = dataset(constant_images(1, 16), ["sim"]).__getitems__(keys)
+    colours = views[:, 0].mean(dim=(2, 3))
+    assert len({tuple(c) for c in colours.round(decimals=4).tolist()}) > 8
+
+
+def test_a_batch_is_a_function_of_its_keys():
+    rng = np.random.default_rng(1)
+    data = dataset(rng.integers(0, 256, (6, 16, 16, 3), dtype=np.uint8), ["auto+cutout", "sim", "sim"])
+    keys = [(i, 1000 + i) for i in range(6)]
+    torch.manual_seed(0)
+    first, _ = data.__getitems__(keys)
+    state = torch.get_rng_state()
+    second, _ = data.__getitems__(keys)
+    assert torch.equal(first, second)
+    assert torch.equal(torch.get_rng_state(), state)  # the process's own draws are left alone
+    other, _ = data.__getitems__([(i, 2000 + i) for i in range(6)])
+    assert not torch.equal(first, other)
+
+
+@pytest.mark.parametrize("view", ["none", "standard", "auto", "rand+cutout", "sim"])
+def test_large_policies_bring_images_of_any_size_to_the_input_side(tmp_path, view):
+    from PIL import Image
+
+    rng = np.random.default_rng(2)
+    files = []
+    for i, (height, width) in enumerate([(90, 120), (130, 70), (100, 100)]):
+        files.append(tmp_path / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(files[-1])
+    views, _ = dataset(ImageFiles(files), [view], size=64).__getitems__([(0, 1), (1, 2), (2, 3)])
+    assert views.shape == (3, 1, 3, 64, 64) and views.dtype == torch.float32
+
+
+def test_large_evaluation_is_the_centre_crop_of_the_resized_image():
+    """none at side 64: the shorter side resized to 73 (8/7 of 64), the centre 64 kept.
+    Stripes across the width: the crop keeps the middle stripe's columns."""
+    image = np.zeros((73, 219, 3), dtype=np.uint8)
+    image[:, 73:146] = 255  # the middle third white
+    view = view_transform("none", 64, [0.0] * 3, [1.0] * 3)
+    out = view.batch(view.image(torch.from_numpy(image).permute(2, 0, 1))[None])[0]
+    assert out.shape == (3, 64, 64)
+    assert torch.all(out == 1.0)  # all of it from the white middle
+
+
+def test_the_datamodule_serves_mixed_sizes_at_the_image_size(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    files = []
+    for i, side in enumerate([20, 24, 28, 20, 24, 28]):
+        files.append(tmp_path / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, (side, side + 4, 3), dtype=np.uint8)).save(files[-1])
+    labelled = LabeledImages(ImageFiles(files), np.array([0, 0, 0, 0, 1, 1]), ["a", "b"])
+    splits = DataSplits(train=labelled, test=labelled)
+    with pytest.raises(ValueError, match="data.image_size"):
+        LongTailDataModule(splits, views=["standard"], num_workers=0)
+    data = LongTailDataModule(splits, views=["standard", "sim"], batch_size=4, num_workers=0, image_size=16)
+    views, labels = next(iter(data.train_dataloader()))
+    assert views.shape == (4, 2, 3, 16, 16)
+    images, _ = next(iter(data.test_dataloader()))
+    assert images.shape == (4, 3, 16, 16)
