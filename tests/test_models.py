@@ -1,11 +1,9 @@
-import math
 import sys
 
 import pytest
 import torch
 
 from longtail.models import CosineClassifier, build_backbone, resnet32
-from longtail.optim import OptimConfig
 
 
 def test_resnet32_is_the_cifar_resnet_of_the_paper():
@@ -40,16 +38,3 @@ def test_cosine_classifier_is_scaled_cosine_similarity():
     expected = torch.tensor([[10.0 * float(torch.dot(a, w) / (a.norm() * w.norm())) for w in head.weight] for a in x])
     assert torch.allclose(head(x), expected, atol=1e-5)
     assert torch.allclose(head(3.0 * x), head(x), atol=1e-5)
-
-
-def test_the_lr_schedule_of_the_bcl_recipe():
-    optim = OptimConfig(lr=0.15, epochs=200, warmup_epochs=5, schedule="step", milestones=[160, 180])
-    steps = 10
-    assert optim.lr_factor(0, steps) == pytest.approx(1 / 50)
-    assert optim.lr_factor(49, steps) == pytest.approx(1.0)
-    assert optim.lr_factor(100 * steps, steps) == 1.0
-    assert optim.lr_factor(170 * steps, steps) == pytest.approx(0.1)
-    assert optim.lr_factor(190 * steps, steps) == pytest.approx(0.01)
-    cosine = OptimConfig(epochs=10, warmup_epochs=0)
-    assert cosine.lr_factor(5 * steps, steps) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
-    assert cosine.lr_factor(10 * steps, steps) == pytest.approx(0.0, abs=1e-12)
