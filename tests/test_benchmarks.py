@@ -36,3 +36,17 @@ def test_cifar_lt_writes_rows_and_resumes_without_redoing_them(tmp_path):
     table = json.loads((tmp_path / "results/digits_lt10.json").read_text())
     assert [row["method"] for row in table["rows"]] == ["ce", "balanced_softmax"]
     assert "| balanced_softmax | 32 |" in (tmp_path / "results/digits_lt10.md").read_text()
+
+
+def test_a_stopped_row_continues_from_its_checkpoint(tmp_path):
+    bench(tmp_path, "--methods", "ce")
+    run_dir = tmp_path / "runs/digits_lt10/ce-32"
+    first = json.loads((run_dir / "metrics.json").read_text())
+    # as if stopped before the end: no row, no final metrics, the last checkpoint kept
+    (run_dir / "metrics.json").unlink()
+    (tmp_path / "results/digits_lt10.json").unlink()
+    again = bench(tmp_path, "--methods", "ce")
+    assert f"continuing {run_dir}" in again.stderr
+    row = json.loads((tmp_path / "results/digits_lt10.json").read_text())["rows"][0]
+    assert row["overall"] == first["test"]["overall"] and row["per_class"] == first["test"]["per_class"]
+    assert row["images_per_s"] == first["images_per_s"]  # the rate measured before the stop

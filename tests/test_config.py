@@ -49,6 +49,8 @@ def test_method_options_come_from_the_method_signature():
         ("data.root=/no/such/place", ["data.root", "/no/such/place"]),
         ("data.profile=linear", ["data.profile", "linear"]),
         ("trainer.precision=8", ["trainer.precision", "8"]),
+        ("data.image_size=0", ["data.image_size", "0"]),
+        ("data.resize=-3", ["data.resize", "-3"]),
         ("noequals", ["noequals", "key=value"]),
     ],
 )

@@ -38,15 +38,18 @@ class Throughput(Callback):
     Each epoch's rate is its images over the time from the epoch's start to its last
     batch's end (loading waits included, validation not). ``images_per_s`` is the median
     rate of the completed epochs, steady against a passing load on the machine; ``wall_s``
-    the training time of every part of the run.
+    the time in ``fit`` of every part of the run.
     """
 
     def __init__(self) -> None:
         self.epochs: dict[int, list] = {}  # epoch -> [images, seconds, completed]
         self.earlier_wall_s = 0.0
 
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self.start = self.mark = time.perf_counter()  # a finished run resumed trains no batch
+
     def on_train_start(self, trainer, pl_module) -> None:
-        self.start = self.mark = time.perf_counter()
+        self.mark = time.perf_counter()
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self.mark = time.perf_counter()
