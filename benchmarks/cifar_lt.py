@@ -176,7 +176,7 @@ def main() -> None:
             if any(r["method"] == method_name and r["precision"] == precision for r in result["rows"]):
                 print(f"{method_name} {precision}: already measured", file=sys.stderr)
                 continue
-            run_dir = args.runs / name / f"{method_name}-{precision}"
+            run_dir = args.runs / name / f"{method_name}-{precision}-e{args.epochs}-b{args.batch_size}-s{args.seed}"
             config = recipe(args.data, method_name, args.epochs, args.batch_size,
                             args.imbalance_factor, args.seed, precision, args.runs)
             print(f"{method_name} {precision}: training", file=sys.stderr)

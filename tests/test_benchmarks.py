@@ -40,7 +40,7 @@ def test_cifar_lt_writes_rows_and_resumes_without_redoing_them(tmp_path):
 
 def test_a_stopped_row_continues_from_its_checkpoint(tmp_path):
     bench(tmp_path, "--methods", "ce")
-    run_dir = tmp_path / "runs/digits_lt10/ce-32"
+    run_dir = tmp_path / "runs/digits_lt10/ce-32-e1-b64-s0"
     first = json.loads((run_dir / "metrics.json").read_text())
     # as if stopped before the end: no row, no final metrics, the last checkpoint kept
     (run_dir / "metrics.json").unlink()

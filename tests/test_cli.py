@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 SHORT = ["optim.epochs=2", "optim.warmup_epochs=1", "data.num_workers=0"]
 
@@ -132,3 +133,21 @@ def test_two_process_gloo_run_writes_one_run_directory(tmp_path):
     # each process takes half of each epoch: 585 images, 292 per process, 4 batches of 64
     assert metrics["steps"] == 2 * (585 // 2 // 64)
     assert result.stdout.count("run directory:") == 1
+
+
+class Unreadable(torch.utils.data.Dataset):
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, index):
+        raise ValueError("photos/cat.jpg: cannot read image (image file is truncated)")
+
+
+def test_an_error_in_a_loader_process_is_told_in_its_own_words():
+    from longtail.cli import one_line
+
+    with pytest.raises(ValueError) as error:
+        next(iter(torch.utils.data.DataLoader(Unreadable(), num_workers=1)))
+    assert "\n" in str(error.value)  # PyTorch's wrapping: a header, then the worker's traceback
+    assert one_line(error.value) == "photos/cat.jpg: cannot read image (image file is truncated)"
+    assert one_line(ValueError("data.root: no such file\nmore")) == "data.root: no such file"

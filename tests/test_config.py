@@ -51,6 +51,7 @@ def test_method_options_come_from_the_method_signature():
         ("trainer.precision=8", ["trainer.precision", "8"]),
         ("data.image_size=0", ["data.image_size", "0"]),
         ("data.resize=-3", ["data.resize", "-3"]),
+        ("data.resize=32", ["data.resize", "data.format=digits"]),
         ("noequals", ["noequals", "key=value"]),
     ],
 )

@@ -107,3 +107,35 @@ def test_the_datamodule_serves_mixed_sizes_at_the_image_size(tmp_path):
     assert views.shape == (4, 2, 3, 16, 16)
     images, _ = next(iter(data.test_dataloader()))
     assert images.shape == (4, 3, 16, 16)
+
+
+def test_batches_are_the_same_from_any_number_of_loader_processes():
+    rng = np.random.default_rng(5)
+    images = LabeledImages(rng.integers(0, 256, (24, 12, 12, 3), dtype=np.uint8), np.arange(24) % 2, ["a", "b"])
+    splits = DataSplits(train=images, test=images)
+    batches = []
+    for workers in (0, 2):
+        data = LongTailDataModule(splits, views=["auto+cutout", "sim"], batch_size=8, num_workers=workers, seed=3)
+        batches.append([views for views, _ in data.train_dataloader()])
+    assert len(batches[0]) == 3
+    assert all(torch.equal(a, b) for a, b in zip(*batches))
+
+
+def test_test_images_of_other_sizes_are_evaluated_at_the_training_side(tmp_path):
+    from PIL import Image
+
+    files = []
+    for i, (height, width) in enumerate([(10, 14), (20, 12)]):
+        files.append(tmp_path / f"{i}.png")
+        Image.fromarray(np.full((height, width, 3), 90, dtype=np.uint8)).save(files[-1])
+    train = LabeledImages(constant_images(4, 8), np.array([0, 0, 1, 1]), ["a", "b"])
+    test = LabeledImages(ImageFiles(files), np.array([0, 1]), ["a", "b"])
+    data = LongTailDataModule(DataSplits(train=train, test=test), views=["standard"], num_workers=0)
+    images, labels = next(iter(data.test_dataloader()))
+    assert images.shape == (2, 3, 8, 8) and labels.tolist() == [0, 1]
+
+
+def test_image_files_index_like_arrays(tmp_path):
+    files = ImageFiles([tmp_path / f"{i}.png" for i in range(4)])
+    assert [p.name for p in files[np.array([False, True, True, False])].files] == ["1.png", "2.png"]
+    assert [p.name for p in files[np.array([3, 0])].files] == ["3.png", "0.png"]

@@ -252,12 +252,22 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as error:
         if os.environ.get("LONGTAIL_DEBUG"):
             raise
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"longtail: error: {message}", file=sys.stderr)
+        print(f"longtail: error: {one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("longtail: interrupted", file=sys.stderr)
         return 130
+
+
+def one_line(error: Exception) -> str:
+    """The error's first line; for an error raised in a loader process, which PyTorch
+    wraps in its traceback, the original message (the traceback's last line)."""
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    if lines[0].startswith("Caught ") and "DataLoader worker" in lines[0]:
+        return lines[-1].split(": ", 1)[-1]
+    return lines[0]
 
 
 if __name__ == "__main__":

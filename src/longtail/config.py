@@ -251,6 +251,8 @@ def validate(config: Config, check_paths: bool = True) -> None:
     for key in ("image_size", "resize"):
         value = getattr(data, key)
         _check(f"data.{key}", value is None or value >= 1, f"must be at least 1, got {value}")
+    _check("data.resize", data.resize is None or data.format in ("folder", "list"),
+           f"resizes image files (data.format folder or list), not data.format={data.format}")
     _check("data.on_corrupt", data.on_corrupt in ("error", "skip"), f"must be error or skip, got {data.on_corrupt!r}")
     _check("data.views", len(data.views) >= 1, "needs at least one view")
     for i, view in enumerate(data.views):

@@ -60,16 +60,25 @@ def whole_batch(batch):
     return batch
 
 
-def channel_stats(images: np.ndarray | ImageFiles, sample: int = 500) -> tuple[list[float], list[float]]:
+def channel_stats(images: np.ndarray | ImageFiles, sample: int = 500,
+                  chunk: int = 4096) -> tuple[list[float], list[float]]:
     """Per-channel mean and standard deviation of uint8 images, on the [0, 1] scale: of
-    every image of an array, of a seeded sample of ``sample`` images read from files."""
+    every image of an array (``chunk`` images at a time), of a seeded sample of ``sample``
+    images read from files."""
     if isinstance(images, ImageFiles):
-        chosen = np.random.default_rng(0).permutation(len(images))[:sample]
-        pixels = np.concatenate([images[int(i)].reshape(-1, 3) for i in sorted(chosen)])
+        chosen = sorted(np.random.default_rng(0).permutation(len(images))[:sample].tolist())
+        parts = (images[i].reshape(-1, 3) for i in chosen)
     else:
-        pixels = images.reshape(-1, images.shape[-1])
-    pixels = pixels.astype(np.float64) / 255
-    return pixels.mean(axis=0).tolist(), np.maximum(pixels.std(axis=0), 1e-3).tolist()
+        parts = (images[i : i + chunk].reshape(-1, 3) for i in range(0, len(images), chunk))
+    count, total, squares = 0, np.zeros(3), np.zeros(3)
+    for pixels in parts:
+        pixels = pixels.astype(np.float64) / 255
+        count += len(pixels)
+        total += pixels.sum(axis=0)
+        squares += np.square(pixels).sum(axis=0)
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - np.square(mean), 0))
+    return mean.tolist(), np.maximum(std, 1e-3).tolist()
 
 
 def square_side(images: np.ndarray | ImageFiles) -> int | None:
@@ -179,11 +188,13 @@ class LongTailDataModule(L.LightningDataModule):
         self.resume_step = global_step
 
     def view(self, name: str):
-        """The view ``name`` (see ``longtail.data.transforms``) of this data."""
+        """The view ``name`` (see ``longtail.data.transforms``) of the training images."""
         return view_transform(name, self.size, self.mean, self.std, self.source_size)
 
     def _evaluation(self, data: LabeledImages) -> TransformedImages:
-        return TransformedImages(data, MultiView([self.view("none")]), single_view=True)
+        """Unaugmented images of a split, whose sizes may differ from the training set's."""
+        view = view_transform("none", self.size, self.mean, self.std, square_side(data.images))
+        return TransformedImages(data, MultiView([view]), single_view=True)
 
     def train_dataloader(self) -> DataLoader:
         transform = MultiView([self.view(name) for name in self.views])

@@ -167,7 +167,7 @@ class ImageFiles:
                 return read_image(self.files[index])
             except OSError as error:
                 raise ValueError(f"{self.files[index]}: cannot read image ({error})") from None
-        return ImageFiles([self.files[i] for i in np.asarray(index).tolist()])
+        return ImageFiles([self.files[i] for i in np.arange(len(self.files))[index].tolist()])
 
 
 def _unreadable(path: Path, error: OSError, on_corrupt: str) -> None:
@@ -206,7 +206,7 @@ def decode_images(
     """
     from tqdm import tqdm
 
-    images, kept = [], []
+    images, kept = None, []  # one array, filled in place: a single decoded copy in memory
     progress = tqdm(files, desc=f"decoding {name}", unit="image", disable=not sys.stderr.isatty())
     for position, path in enumerate(progress):
         try:
@@ -214,20 +214,22 @@ def decode_images(
         except OSError as error:
             _unreadable(path, error, on_corrupt)
             continue
-        if images and pixels.shape != images[0].shape:
+        if images is None:
+            images = np.empty((len(files) - position, *pixels.shape), dtype=np.uint8)
+        elif pixels.shape != images.shape[1:]:
             progress.close()
             warnings.warn(
-                f"{name}: images differ in size ({files[kept[0]].name} is {images[0].shape[1]}x"
-                f"{images[0].shape[0]}, {path.name} {pixels.shape[1]}x{pixels.shape[0]}): they are "
+                f"{name}: images differ in size ({files[kept[0]].name} is {images.shape[2]}x"
+                f"{images.shape[1]}, {path.name} {pixels.shape[1]}x{pixels.shape[0]}): they are "
                 "read from their files every epoch; data.resize=N decodes them once, resized", stacklevel=2)
             rest = _readable_files(files[position + 1:], name, on_corrupt)
             kept += [position] + [position + 1 + i for i in rest]
             return ImageFiles([files[i] for i in kept]), kept
-        images.append(pixels)
+        images[len(kept)] = pixels
         kept.append(position)
-    if not images:
+    if images is None:
         raise ValueError(f"{name}: no readable image")
-    return np.stack(images), kept
+    return images[: len(kept)], kept
 
 
 def decoded(
@@ -246,7 +248,9 @@ def decoded(
         return build()
     from longtail.data.cache import cached
 
-    return cached(cache_dir, name, files, {**options, "on_corrupt": on_corrupt, "resize": resize}, build)
+    if resize is not None:
+        options = {**options, "resize": resize}
+    return cached(cache_dir, name, files, {**options, "on_corrupt": on_corrupt}, build)
 
 
 def _read_class_folders(root: Path, classes: list[str] | None, cache_dir: Path | None, on_corrupt: str,

@@ -9,7 +9,8 @@ DataLoader's worker processes:
 2. per batch, on float ``[B, 3, S, S]`` with kornia: the photometric steps, each drawn
    per sample (colour jitter, grayscale), then normalisation and Cutout. One call on a
    batch costs a fraction of a call per image on 32-pixel images (the benchmark's
-   pipeline throughput rests on it).
+   pipeline throughput rests on it). Colour jitter's factors and whether it applies are
+   drawn per sample; the order of its four adjustments, per batch.
 
 The policies follow the input side. Small inputs (``S < 64``, CIFAR) are cropped with
 padding; large ones (ImageNet) with random resized crops, and evaluated on a centre crop:
@@ -20,9 +21,10 @@ padding; large ones (ImageNet) with random resized crops, and evaluated on a cen
   (scale 0.08 to 1); then a horizontal flip;
 - ``auto``: ``standard``, then AutoAugment (Cubuk et al., CVPR 2019), its CIFAR-10 policy
   for small inputs and its ImageNet policy for large ones;
-- ``rand``: ``standard``, then RandAugment, 2 operations at magnitude 10 (Cubuk et al.,
-  2020); large inputs then also get colour jitter 0.4/0.4/0.4, as BCL's ImageNet
-  classifier view (Zhu et al., CVPR 2022);
+- ``rand``: ``standard``, then RandAugment with 2 operations (Cubuk et al., 2020), at
+  magnitude 10 of torchvision's 30 for small inputs; large inputs get BCL's ImageNet
+  classifier view (Zhu et al., CVPR 2022): colour jitter 0.4/0.4/0.4 first, then
+  RandAugment at full magnitude (10 of 10 on the scale BCL used, 30 of 30 here);
 - ``sim``: SimAugment of MoCo v2 (Chen et al., 2020): random resized crop (scale 0.08
   to 1), flip, colour jitter 0.4/0.4/0.4/0.1 with p 0.8, grayscale with p 0.2;
 - ``+cutout``: a square of half the side erased to the mean after normalising
@@ -67,21 +69,19 @@ def _image_steps(policy: str, size: int, source_size: int | None) -> list[v2.Tra
     if policy == "auto":
         autoaugment = v2.AutoAugmentPolicy.IMAGENET if large else v2.AutoAugmentPolicy.CIFAR10
         return standard + [v2.AutoAugment(autoaugment)]
+    if policy == "rand" and large:
+        return standard + [v2.ColorJitter(0.4, 0.4, 0.4), v2.RandAugment(num_ops=2, magnitude=30)]
     if policy == "rand":
         return standard + [v2.RandAugment(num_ops=2, magnitude=10)]
     return standard
 
 
-def _batch_steps(policy: str, size: int) -> list[nn.Module]:
+def _batch_steps(policy: str) -> list[nn.Module]:
     """Stage 2 of ``policy`` before normalising: float ``[B, 3, S, S]`` in ``[0, 1]``."""
     if policy == "sim":
         import kornia.augmentation as K
 
         return [K.ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8), K.RandomGrayscale(p=0.2)]
-    if policy == "rand" and size >= LARGE:
-        import kornia.augmentation as K
-
-        return [K.ColorJitter(0.4, 0.4, 0.4, 0.0, p=1.0)]
     return []
 
 
@@ -125,7 +125,7 @@ def view_transform(
     """
     policy, cutout = parse_view(name)
     return View(v2.Compose(_image_steps(policy, size, source_size) or [v2.Identity()]),
-                BatchStage(_batch_steps(policy, size), mean, std, cutout))
+                BatchStage(_batch_steps(policy), mean, std, cutout))
 
 
 @contextmanager
