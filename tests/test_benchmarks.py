@@ -50,3 +50,16 @@ def test_a_stopped_row_continues_from_its_checkpoint(tmp_path):
     row = json.loads((tmp_path / "results/digits_lt10.json").read_text())["rows"][0]
     assert row["overall"] == first["test"]["overall"] and row["per_class"] == first["test"]["per_class"]
     assert row["images_per_s"] == first["images_per_s"]  # the rate measured before the stop
+
+
+def test_the_views_benchmark_writes_its_table(tmp_path):
+    script = Path(__file__).parents[1] / "benchmarks" / "views.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--size", "8", "--batch-size", "4", "--repeats", "1",
+         "--results", str(tmp_path)], capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    table = json.loads((tmp_path / "views_8.json").read_text())
+    assert set(table["ms_per_image"]) == {"two stages", "per image"}
+    assert all(value > 0 for value in table["ms_per_image"].values())
+    assert table["machine"]["capability"] and "| per image |" in (tmp_path / "views_8.md").read_text()
