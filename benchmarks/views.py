@@ -23,7 +23,7 @@ from torchvision.transforms import v2
 
 from longtail.data.readers import LabeledImages
 from longtail.data.module import TransformedImages
-from longtail.data.transforms import MultiView, _image_steps, parse_view, view_transform
+from longtail.data.transforms import MultiView, image_steps, parse_view, view_transform
 from longtail.files import atomic_write_text
 from longtail.hardware import machine_info
 
@@ -34,7 +34,7 @@ MEAN, STD = [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]
 def per_image_view(name: str, size: int) -> v2.Transform:
     """The view ``name`` with every step on each image (torchvision v2 only)."""
     policy, cutout = parse_view(name)
-    steps = _image_steps(policy, size, size)
+    steps = image_steps(policy, size, size)
     if policy == "sim":
         steps += [v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), v2.RandomGrayscale(p=0.2)]
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)]

@@ -55,7 +55,7 @@ def parse_view(name: str) -> tuple[str, bool]:
     return policy, suffix == "cutout"
 
 
-def _image_steps(policy: str, size: int, source_size: int | None) -> list[v2.Transform]:
+def image_steps(policy: str, size: int, source_size: int | None) -> list[v2.Transform]:
     """Stage 1 of ``policy``: uint8 ``[3, H, W]`` -> uint8 ``[3, size, size]``."""
     large = size >= LARGE
     resized_crop = [v2.RandomResizedCrop(size, scale=(0.08, 1.0), antialias=True), v2.RandomHorizontalFlip()]
@@ -124,7 +124,7 @@ def view_transform(
     policies crop them as they are), ``None`` when they differ.
     """
     policy, cutout = parse_view(name)
-    return View(v2.Compose(_image_steps(policy, size, source_size) or [v2.Identity()]),
+    return View(v2.Compose(image_steps(policy, size, source_size) or [v2.Identity()]),
                 BatchStage(_batch_steps(policy), mean, std, cutout))
 
 
