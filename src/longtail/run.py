@@ -220,11 +220,13 @@ def train(
             save_last=True,
             save_top_k=0,
             every_n_train_steps=config.trainer.checkpoint_every,
+            enable_version_counter=False,  # the run directory is the run's own: always last.ckpt
         ),
     ]
     if splits.val is not None:
         callbacks.append(
-            ModelCheckpoint(dirpath=checkpoints, filename="best", monitor="val/overall", mode="max")
+            ModelCheckpoint(dirpath=checkpoints, filename="best", monitor="val/overall", mode="max",
+                            enable_version_counter=False)
         )
     trainer = _trainer(
         config,
