@@ -22,3 +22,20 @@ def test_cifar100_lt_recipe_reads_the_benchmark_counts():
     assert len(splits.train) == 10847 and counts[0] == 500 and counts[-1] == 5
     assert len(splits.test) == 10000
     assert splits.train.images.shape[1:] == (32, 32, 3)
+
+
+@pytest.mark.slow
+def test_cifar10_folders_read_whole_then_long_tailed(tmp_path):
+    """The JPEG folders: 50,000 training and 10,000 test images, then CIFAR-10-LT at 100
+    (Cao et al.'s published counts), through the decoded cache and back from it."""
+    from longtail.data import read_folder
+
+    if not (SHARED / "cifar10").exists():
+        pytest.skip("../shared/data/cifar10 is absent")
+    whole = read_folder(SHARED / "cifar10", cache_dir=tmp_path)
+    assert len(whole.train) == 50000 and len(whole.test) == 10000
+    assert whole.train.counts() == [5000] * 10 and whole.test.counts() == [1000] * 10
+    assert whole.train.images.shape[1:] == (32, 32, 3)
+    splits = read_splits("folder", SHARED / "cifar10", 100, cache_dir=tmp_path)
+    assert splits.train.counts() == [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
+    assert len(splits.test) == 10000
