@@ -166,7 +166,7 @@ class ImageFiles:
             try:
                 return read_image(self.files[index])
             except OSError as error:
-                raise ValueError(f"{self.files[index]}: cannot read image ({error})") from None
+                _unreadable(self.files[index], error, "error")
         return ImageFiles([self.files[i] for i in np.arange(len(self.files))[index].tolist()])
 
 
