@@ -3,7 +3,8 @@
 For each method (and precision) it trains on the long-tailed training set, evaluates on
 the whole test set, and measures in the same run the model-only bound: forward, backward
 and optimiser step of the same model on random tensors of the same batch shape, no data
-loading. Each finished row is written at once to benchmarks/results/<name>.json and .md;
+loading, timed after every epoch (``ModelBound``). The row's fraction is the median over
+the epochs of the epoch's rate over the bound timed just after it. Each finished row is written at once to benchmarks/results/<name>.json and .md;
 a later call with the same settings skips the rows already there, and continues a row
 that was stopped from its last checkpoint (every 100 steps, in --runs), so a long
 benchmark runs in parts, across machines when --runs travels with it.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -28,9 +30,13 @@ from pathlib import Path
 
 import torch
 
+from lightning.pytorch.callbacks import Callback
+
+from longtail.checkpoints import load_checkpoint
 from longtail.config import Config, load_config
 from longtail.files import atomic_write_text
 from longtail.hardware import machine_info, native_bf16
+from longtail.progress import Throughput
 from longtail.run import RUN_DIR_VARIABLE, build_method, environment, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,45 +72,73 @@ def recipe(data: str, method: str, epochs: int, batch_size: int, imbalance_facto
     return load_config(files, overrides)
 
 
-def model_bound(method, views: int, batch_size: int, size: int, precision: str, steps: int = 10,
-                repeats: int = 5) -> float:
-    """Source images per second of forward, backward and step on random tensors: the median
-    of ``repeats`` timings of ``steps`` steps, after 3 warm-up steps (the pipeline's rate is
-    a median of epochs too: on a shared machine both then see its usual speed)."""
-    method.train()
-    optimizer = torch.optim.SGD(method.parameters(), lr=1e-3, momentum=0.9)
-    inputs = torch.randn(batch_size, views, 3, size, size)
-    targets = torch.randint(0, len(method.class_counts), (batch_size,))
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision.startswith("bf16"))
+class ModelBound(Callback):
+    """The model-only bound, timed at the end of every training epoch beside that epoch's
+    own rate, so that both see the machine in the same state (a shared host's speed drifts
+    by 10% over hours).
 
-    def step() -> None:
-        with autocast:
-            loss = torch.stack(list(method.training_losses(inputs, targets).values())).sum()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    The bound is source images per second of forward, backward and optimiser step of a
+    second instance of the row's method, on random tensors of the batch's shape, no data
+    loading: ``steps`` steps timed after 2 warm-up steps. Its state is kept in the run's
+    checkpoints, so a row continued in parts keeps the pairs of every part.
+    """
 
-    for _ in range(3):
-        step()
-    timings = []
-    for _ in range(repeats):
+    def __init__(self, config: Config, steps: int = 5) -> None:
+        self.config, self.steps = config, steps
+        self.epochs: dict[int, tuple[float, float]] = {}  # epoch -> (pipeline, bound) images/s
+        self.seconds = 0.0  # spent timing the bound, left out of the row's wall time
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        config = self.config
+        self.method = build_method(config, list(pl_module.class_counts))
+        self.optimizer = torch.optim.SGD(self.method.parameters(), lr=1e-3, momentum=0.9)
+        batch_size, size = config.data.batch_size, trainer.datamodule.size
+        self.inputs = torch.randn(batch_size, self.method.num_views, 3, size, size)
+        self.targets = torch.randint(0, len(pl_module.class_counts), (batch_size,))
+        self.bf16 = config.trainer.precision.startswith("bf16")
+
+    def step(self) -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            losses = self.method.training_losses(self.inputs, self.targets)
+        self.optimizer.zero_grad(set_to_none=True)
+        torch.stack(list(losses.values())).sum().backward()
+        self.optimizer.step()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        throughput = next(c for c in trainer.callbacks if isinstance(c, Throughput))
+        images, seconds, _ = throughput.epochs[trainer.current_epoch]
         start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        timings.append(time.perf_counter() - start)
-    return batch_size * steps / sorted(timings)[len(timings) // 2]
+        self.method.train()
+        for _ in range(2):
+            self.step()
+        timed = time.perf_counter()
+        for _ in range(self.steps):
+            self.step()
+        end = time.perf_counter()
+        self.epochs[trainer.current_epoch] = (images / seconds, len(self.targets) * self.steps / (end - timed))
+        self.seconds += end - start
+
+    def state_dict(self) -> dict:
+        return {"epochs": {str(e): list(v) for e, v in self.epochs.items()}, "seconds": self.seconds}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.epochs = {int(e): tuple(v) for e, v in state_dict["epochs"].items()}
+        self.seconds = state_dict["seconds"]
 
 
-def train_row(config: Config, run_dir: Path) -> dict:
-    """The metrics of the row's run in ``run_dir``: read when it finished, continued from
-    its last checkpoint when it was stopped, else trained from the start."""
+def train_row(config: Config, run_dir: Path, bound: ModelBound) -> dict:
+    """The metrics of the row's run in ``run_dir``, with ``bound`` holding its pairs of
+    rates: read when it finished, continued from its last checkpoint when it was stopped,
+    else trained from the start."""
+    last = run_dir / "checkpoints" / "last.ckpt"
     if (run_dir / "metrics.json").is_file():
+        bound.load_state_dict(load_checkpoint(last)["callbacks"][bound.state_key])
         return json.loads((run_dir / "metrics.json").read_text())
-    if (run_dir / "checkpoints" / "last.ckpt").is_file():
+    if last.is_file():
         print(f"continuing {run_dir}", file=sys.stderr)
-        return train(config, progress=True, resume=run_dir)[1]
+        return train(config, progress=True, resume=run_dir, callbacks=[bound])[1]
     with environment(RUN_DIR_VARIABLE, str(run_dir)):
-        return train(config, progress=True)[1]
+        return train(config, progress=True, callbacks=[bound])[1]
 
 
 def write_tables(results: Path, name: str, result: dict) -> None:
@@ -130,9 +164,18 @@ def write_tables(results: Path, name: str, result: dict) -> None:
         lines.append(
             f"| {row['method']} | {row['precision']} | {percent(row['overall'])} | {percent(row['many'])} "
             f"| {percent(row['medium'])} | {percent(row['few'])} | {row['wall_s']:.0f} | {row['images_per_s']:.0f} "
-            f"| {row['bound_images_per_s']:.0f} | {row['images_per_s'] / row['bound_images_per_s']:.2f} |"
+            f"| {row['bound_images_per_s']:.0f} | {row['fraction']:.2f} |"
         )
-    lines += ["", *[f"- {note}" for note in result.get("notes", [])]]
+    lines += [
+        "",
+        "images/s: source images per second of training, the median of the epochs' rates "
+        "(loading included, evaluation not). bound: the model-only bound (forward, backward "
+        "and step on random tensors, no loading) timed after each epoch, their median. "
+        "fraction: the median over the epochs of the epoch's rate over the bound timed after it. "
+        "wall s: training time, the bound's timings left out.",
+        "",
+        *[f"- {note}" for note in result.get("notes", [])],
+    ]
     atomic_write_text(results / f"{name}.md", "\n".join(lines) + "\n")
 
 
@@ -181,18 +224,18 @@ def main() -> None:
             config = recipe(args.data, method_name, args.epochs, args.batch_size,
                             args.imbalance_factor, args.seed, precision, args.runs)
             print(f"{method_name} {precision}: training", file=sys.stderr)
-            metrics = train_row(config, run_dir)
-            method = build_method(config, metrics["train_counts"])
-            size = 8 if dataset == "digits" else 32
-            views = type(method).num_views
-            bound = model_bound(method, views, args.batch_size, size, precision)
+            bound = ModelBound(config)
+            metrics = train_row(config, run_dir, bound)
+            pairs = list(bound.epochs.values())
             test = metrics["test"]
             result["rows"].append({
                 "method": method_name, "precision": precision, "epochs": args.epochs,
                 "batch_size": args.batch_size, "overall": test["overall"], "many": test["many"],
                 "medium": test["medium"], "few": test["few"], "per_class": test["per_class"],
-                "wall_s": metrics["wall_s"], "images_per_s": metrics["images_per_s"],
-                "bound_images_per_s": round(bound, 1), "run_dir": str(run_dir),
+                "wall_s": round(metrics["wall_s"] - bound.seconds, 1), "images_per_s": metrics["images_per_s"],
+                "bound_images_per_s": round(statistics.median(b for _, b in pairs), 1),
+                "fraction": round(statistics.median(p / b for p, b in pairs), 3),
+                "bound_epochs": len(pairs), "run_dir": str(run_dir),
             })
             write_tables(args.results, name, result)
             print(f"{method_name} {precision}: {test['overall']:.1f}% overall; wrote {path}", file=sys.stderr)

@@ -25,9 +25,10 @@ def test_cifar_lt_writes_rows_and_resumes_without_redoing_them(tmp_path):
     assert [row["method"] for row in table["rows"]] == ["ce"]
     row = table["rows"][0]
     for key in ("overall", "many", "medium", "few", "per_class", "wall_s", "images_per_s",
-                "bound_images_per_s", "precision", "epochs", "batch_size"):
+                "bound_images_per_s", "fraction", "precision", "epochs", "batch_size"):
         assert key in row
     assert row["bound_images_per_s"] > 0 and len(row["per_class"]) == 10
+    assert row["bound_epochs"] == 1 and 0 < row["fraction"]  # a bound timed after the one epoch
     for key in ("cpu", "cores", "capability", "native_bf16", "gpu", "torch"):
         assert key in table["machine"]
 
@@ -42,6 +43,7 @@ def test_a_stopped_row_continues_from_its_checkpoint(tmp_path):
     bench(tmp_path, "--methods", "ce")
     run_dir = tmp_path / "runs/digits_lt10/ce-32-e1-b64-s0"
     first = json.loads((run_dir / "metrics.json").read_text())
+    first_row = json.loads((tmp_path / "results/digits_lt10.json").read_text())["rows"][0]
     # as if stopped before the end: no row, no final metrics, the last checkpoint kept
     (run_dir / "metrics.json").unlink()
     (tmp_path / "results/digits_lt10.json").unlink()
@@ -50,6 +52,8 @@ def test_a_stopped_row_continues_from_its_checkpoint(tmp_path):
     row = json.loads((tmp_path / "results/digits_lt10.json").read_text())["rows"][0]
     assert row["overall"] == first["test"]["overall"] and row["per_class"] == first["test"]["per_class"]
     assert row["images_per_s"] == first["images_per_s"]  # the rate measured before the stop
+    # and the bound timed before the stop, kept in the checkpoint
+    assert (row["bound_images_per_s"], row["fraction"]) == (first_row["bound_images_per_s"], first_row["fraction"])
 
 
 def test_the_views_benchmark_writes_its_table(tmp_path):
