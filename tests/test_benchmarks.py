@@ -64,6 +64,6 @@ def test_the_views_benchmark_writes_its_table(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     table = json.loads((tmp_path / "views_8.json").read_text())
-    assert set(table["ms_per_image"]) == {"two stages", "per image"}
+    assert set(table["ms_per_image"]) == {"stage 1 (loader)", "stage 2 (training process)", "two stages", "per image"}
     assert all(value > 0 for value in table["ms_per_image"].values())
     assert table["machine"]["capability"] and "| per image |" in (tmp_path / "views_8.md").read_text()

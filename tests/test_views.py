@@ -23,10 +23,16 @@ def dataset(images, views, size=None):
     return TransformedImages(data, transform)
 
 
+def both_stages(data, keys):
+    """``(views, labels)`` of ``keys``: the loader's stage, then the batch stage."""
+    batch = data.__getitems__(keys)
+    return data.transform.batch(batch.images, batch.seed), batch.labels
+
+
 def test_none_is_the_images_normalised():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
-    views, labels = dataset(images, ["none"]).__getitems__([0, 1, 2, 3])
+    views, labels = both_stages(dataset(images, ["none"]), [0, 1, 2, 3])
     expected = (torch.from_numpy(images).permute(0, 3, 1, 2).double() / 255
                 - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
     assert views.shape == (4, 1, 3, 8, 8)
@@ -35,7 +41,7 @@ def test_none_is_the_images_normalised():
 
 
 def test_cutout_erases_a_square_of_half_the_side_to_the_mean():
-    views, _ = dataset(constant_images(3, 16), ["none+cutout"]).__getitems__([(0, 1), (1, 2), (2, 3)])
+    views, _ = both_stages(dataset(constant_images(3, 16), ["none+cutout"]), [(0, 1), (1, 2), (2, 3)])
     for image in views[:, 0]:
         erased = (image == 0).all(dim=0)  # the constant colour normalises to no zero
         assert erased.sum() == 8 * 8
@@ -47,9 +53,26 @@ def test_the_batch_stage_draws_for_each_sample():
     """Colour jitter and grayscale run once per batch but with each sample's own draw:
     copies of one image come out different."""
     keys = [(0, seed) for seed in range(16)]
-    views, _ = dataset(constant_images(1, 16), ["sim"]).__getitems__(keys)
+    views, _ = both_stages(dataset(constant_images(1, 16), ["sim"]), keys)
     colours = views[:, 0].mean(dim=(2, 3))
     assert len({tuple(c) for c in colours.round(decimals=4).tolist()}) > 8
+
+
+def test_sims_crop_runs_in_the_batch_stage_with_each_samples_own_draw():
+    """Images stored at the input side: the loader hands SimAugment's view over as stored
+    (uint8), and the batch stage crops and flips each copy differently. A white column
+    at x = 2 on black lands at many places, on both halves (flips)."""
+    image = np.zeros((1, 16, 16, 3), dtype=np.uint8)
+    image[0, :, 2] = 255
+    data = dataset(image, ["sim"])
+    keys = [(0, seed) for seed in range(24)]
+    batch = data.__getitems__(keys)
+    assert batch.images.dtype == torch.uint8
+    assert torch.equal(batch.images[:, 0], torch.from_numpy(image).permute(0, 3, 1, 2).expand(24, -1, -1, -1))
+    views = data.transform.batch(batch.images, batch.seed)[:, 0]
+    columns = views.mean(dim=(1, 2)).argmax(dim=1)  # where the brightest column went
+    assert len(set(columns.tolist())) > 4
+    assert (columns < 8).any() and (columns >= 8).any()
 
 
 def test_a_batch_is_a_function_of_its_keys():
@@ -57,12 +80,12 @@ def test_a_batch_is_a_function_of_its_keys():
     data = dataset(rng.integers(0, 256, (6, 16, 16, 3), dtype=np.uint8), ["auto+cutout", "sim", "sim"])
     keys = [(i, 1000 + i) for i in range(6)]
     torch.manual_seed(0)
-    first, _ = data.__getitems__(keys)
+    first, _ = both_stages(data, keys)
     state = torch.get_rng_state()
-    second, _ = data.__getitems__(keys)
+    second, _ = both_stages(data, keys)
     assert torch.equal(first, second)
     assert torch.equal(torch.get_rng_state(), state)  # the process's own draws are left alone
-    other, _ = data.__getitems__([(i, 2000 + i) for i in range(6)])
+    other, _ = both_stages(data, [(i, 2000 + i) for i in range(6)])
     assert not torch.equal(first, other)
 
 
@@ -75,7 +98,7 @@ def test_large_policies_bring_images_of_any_size_to_the_input_side(tmp_path, vie
     for i, (height, width) in enumerate([(90, 120), (130, 70), (100, 100)]):
         files.append(tmp_path / f"{i}.png")
         Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(files[-1])
-    views, _ = dataset(ImageFiles(files), [view], size=64).__getitems__([(0, 1), (1, 2), (2, 3)])
+    views, _ = both_stages(dataset(ImageFiles(files), [view], size=64), [(0, 1), (1, 2), (2, 3)])
     assert views.shape == (3, 1, 3, 64, 64) and views.dtype == torch.float32
 
 
@@ -103,9 +126,9 @@ def test_the_datamodule_serves_mixed_sizes_at_the_image_size(tmp_path):
     with pytest.raises(ValueError, match="data.image_size"):
         LongTailDataModule(splits, views=["standard"], num_workers=0)
     data = LongTailDataModule(splits, views=["standard", "sim"], batch_size=4, num_workers=0, image_size=16)
-    views, labels = next(iter(data.train_dataloader()))
+    views, labels = data.finish(next(iter(data.train_dataloader())))
     assert views.shape == (4, 2, 3, 16, 16)
-    images, _ = next(iter(data.test_dataloader()))
+    images, _ = data.finish(next(iter(data.test_dataloader())))
     assert images.shape == (4, 3, 16, 16)
 
 
@@ -116,7 +139,7 @@ def test_batches_are_the_same_from_any_number_of_loader_processes():
     batches = []
     for workers in (0, 2):
         data = LongTailDataModule(splits, views=["auto+cutout", "sim"], batch_size=8, num_workers=workers, seed=3)
-        batches.append([views for views, _ in data.train_dataloader()])
+        batches.append([data.finish(batch)[0] for batch in data.train_dataloader()])
     assert len(batches[0]) == 3
     assert all(torch.equal(a, b) for a, b in zip(*batches))
 
@@ -131,7 +154,7 @@ def test_test_images_of_other_sizes_are_evaluated_at_the_training_side(tmp_path)
     train = LabeledImages(constant_images(4, 8), np.array([0, 0, 1, 1]), ["a", "b"])
     test = LabeledImages(ImageFiles(files), np.array([0, 1]), ["a", "b"])
     data = LongTailDataModule(DataSplits(train=train, test=test), views=["standard"], num_workers=0)
-    images, labels = next(iter(data.test_dataloader()))
+    images, labels = data.finish(next(iter(data.test_dataloader())))
     assert images.shape == (2, 3, 8, 8) and labels.tolist() == [0, 1]
 
 

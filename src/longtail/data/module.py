@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import lightning as L
 import numpy as np
@@ -15,20 +16,29 @@ from longtail.data.samplers import SAMPLERS, EpochSampler
 from longtail.data.transforms import MultiView, seeded, view_transform
 
 
-class TransformedImages(Dataset):
-    """Batches ``(views, labels)`` of uint8 ``[N, H, W, 3]`` images through a ``MultiView``.
+class ImageBatch(NamedTuple):
+    """A loader's batch: the views after stage 1, before the batch stage that
+    ``LongTailDataModule.finish`` runs on the batch's device."""
 
-    The loader asks for a whole batch at once (``__getitems__``), so that the batch stage
-    of the views runs once per batch. A key ``(index, seed)`` (from ``EpochSampler``)
-    seeds the image stage of that item, and the first key's seed the batch stage, leaving
-    the process's own random state as it was. ``views`` is ``[B, V, 3, S, S]``, or
-    ``[B, 3, S, S]`` with ``single_view``.
+    images: torch.Tensor  #: uint8 ``[B, V, 3, S, S]``
+    labels: torch.Tensor  #: ``[B]``
+    seed: int | None  #: seeds the batch stage; ``None``: unseeded
+    training: bool  #: training views, or one evaluation view
+
+
+class TransformedImages(Dataset):
+    """Stage 1 of a ``MultiView`` on uint8 ``[N, H, W, 3]`` images, a batch at a time.
+
+    The loader asks for a whole batch at once (``__getitems__``) and gets an
+    ``ImageBatch``. A key ``(index, seed)`` (from ``EpochSampler``) seeds the image stage
+    of that item, leaving the process's own random state as it was; the first key's seed
+    gives the batch stage's.
     """
 
-    def __init__(self, data: LabeledImages, transform: MultiView, single_view: bool = False) -> None:
+    def __init__(self, data: LabeledImages, transform: MultiView, training: bool = True) -> None:
         self.data = data
         self.transform = transform
-        self.single_view = single_view
+        self.training = training
 
     def __len__(self) -> int:
         return len(self.data)
@@ -38,17 +48,12 @@ class TransformedImages(Dataset):
         with seeded(seed):
             return self.transform.images(image)
 
-    def __getitems__(self, keys: list) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitems__(self, keys: list) -> ImageBatch:
         keys = [key if isinstance(key, tuple) else (key, None) for key in keys]
         images = torch.stack([self._image(index, seed) for index, seed in keys])
-        with seeded(None if keys[0][1] is None else keys[0][1] ^ BATCH_SEED_MASK):
-            views = self.transform.batch(images)
         labels = torch.as_tensor(self.data.labels[[index for index, _ in keys]])
-        return (views[:, 0] if self.single_view else views), labels
-
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
-        views, labels = self.__getitems__([key])
-        return views[0], int(labels[0])
+        seed = None if keys[0][1] is None else keys[0][1] ^ BATCH_SEED_MASK
+        return ImageBatch(images, labels, seed, self.training)
 
 
 #: Keeps a batch stage's seed apart from the image stage seed of the batch's first item.
@@ -104,6 +109,9 @@ def default_num_workers() -> int:
 class LongTailDataModule(L.LightningDataModule):
     """Training batches of views ``[B, V, 3, S, S]`` and test batches ``[B, 3, S, S]``.
 
+    The loaders give ``ImageBatch``es of uint8 views; Lightning hands each one, once on its
+    device, to ``finish`` (``on_after_batch_transfer``), which runs the views' batch stage.
+
     Args:
         splits: the long-tailed training set, the test set and an optional validation set.
         views: one view name per view (see ``longtail.data.transforms``).
@@ -141,6 +149,8 @@ class LongTailDataModule(L.LightningDataModule):
             mean, std = channel_stats(splits.train.images)
         self.mean, self.std = list(mean), list(std)
         self.views = list(views)
+        self.train_views = MultiView([self.view(name) for name in self.views])
+        self.eval_views = MultiView([view_transform("none", self.size, self.mean, self.std)])
         self.batch_size = batch_size
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.train_sampler = EpochSampler(splits.train.labels, sampler, seed)
@@ -194,11 +204,21 @@ class LongTailDataModule(L.LightningDataModule):
     def _evaluation(self, data: LabeledImages) -> TransformedImages:
         """Unaugmented images of a split, whose sizes may differ from the training set's."""
         view = view_transform("none", self.size, self.mean, self.std, square_side(data.images))
-        return TransformedImages(data, MultiView([view]), single_view=True)
+        return TransformedImages(data, MultiView([view]), training=False)
+
+    def finish(self, batch: ImageBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(views, labels)`` of a loader's batch: its batch stage, seeded as the loader
+        said, run where the batch is. Training views ``[B, V, 3, S, S]``, evaluation images
+        ``[B, 3, S, S]``, float32."""
+        views = self.train_views if batch.training else self.eval_views
+        images = views.batch(batch.images, batch.seed)
+        return (images if batch.training else images[:, 0]), batch.labels
+
+    def on_after_batch_transfer(self, batch: ImageBatch, dataloader_idx: int):
+        return self.finish(batch)
 
     def train_dataloader(self) -> DataLoader:
-        transform = MultiView([self.view(name) for name in self.views])
-        return self._loader(TransformedImages(self.splits.train, transform), self.train_sampler)
+        return self._loader(TransformedImages(self.splits.train, self.train_views), self.train_sampler)
 
     def val_dataloader(self) -> DataLoader | list:
         if self.splits.val is None:

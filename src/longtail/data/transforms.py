@@ -1,16 +1,21 @@
 """Augmentation policies and views, in two stages.
 
-A view is named ``policy`` or ``policy+cutout``. It runs in two stages, both in the
-DataLoader's worker processes:
+A view is named ``policy`` or ``policy+cutout``. It runs in two stages:
 
-1. per image, on uint8 ``[3, H, W]`` with torchvision's transforms v2: the crops and
-   flips that bring an image to the model's input side ``S``, and the policies that
-   choose their operations image by image (AutoAugment, RandAugment);
-2. per batch, on float ``[B, 3, S, S]`` with kornia: the photometric steps, each drawn
-   per sample (colour jitter, grayscale), then normalisation and Cutout. One call on a
-   batch costs a fraction of a call per image on 32-pixel images (the benchmark's
-   pipeline throughput rests on it). Colour jitter's factors and whether it applies are
-   drawn per sample; the order of its four adjustments, per batch.
+1. per image, in the DataLoader's worker processes, on uint8 ``[3, H, W]`` with
+   torchvision's transforms v2: the crops and flips that bring an image to the model's
+   input side ``S``, and the policies that choose their operations image by image
+   (AutoAugment, RandAugment);
+2. per batch, in the training process on the batch's device (a GPU when there is one),
+   on ``[B, 3, S, S]`` with kornia: the steps that draw per sample but compute on the whole
+   batch at once (colour jitter, grayscale, and SimAugment's crop and flip when the stored
+   images already have the input side), then normalisation and Cutout.
+
+The split is what the throughput rests on. A batch op costs a fraction of a call per
+image on 32-pixel images and runs on all the training process's threads, while the
+loader processes take their time from the cores the training step would use, so the
+loaders do only what must be done image by image. Colour jitter's factors and whether
+it applies are drawn per sample; the order of its four adjustments, per batch.
 
 The policies follow the input side. Small inputs (``S < 64``, CIFAR) are cropped with
 padding; large ones (ImageNet) with random resized crops, and evaluated on a centre crop:
@@ -26,7 +31,9 @@ padding; large ones (ImageNet) with random resized crops, and evaluated on a cen
   classifier view (Zhu et al., CVPR 2022): colour jitter 0.4/0.4/0.4 first, then
   RandAugment at full magnitude (10 of 10 on the scale BCL used, 30 of 30 here);
 - ``sim``: SimAugment of MoCo v2 (Chen et al., 2020): random resized crop (scale 0.08
-  to 1), flip, colour jitter 0.4/0.4/0.4/0.1 with p 0.8, grayscale with p 0.2;
+  to 1), flip, colour jitter 0.4/0.4/0.4/0.1 with p 0.8, grayscale with p 0.2; all in
+  stage 2 when the stored images have the input side (torchvision's crop per image
+  otherwise);
 - ``+cutout``: a square of half the side erased to the mean after normalising
   (DeVries and Taylor, 2017).
 """
@@ -55,6 +62,12 @@ def parse_view(name: str) -> tuple[str, bool]:
     return policy, suffix == "cutout"
 
 
+def batch_geometry(policy: str, size: int, source_size: int | None) -> bool:
+    """Whether the view's crop and flip run in stage 2: SimAugment's, when the stored
+    images all have the input side (nothing then runs image by image before them)."""
+    return policy == "sim" and source_size == size
+
+
 def image_steps(policy: str, size: int, source_size: int | None) -> list[v2.Transform]:
     """Stage 1 of ``policy``: uint8 ``[3, H, W]`` -> uint8 ``[3, size, size]``."""
     large = size >= LARGE
@@ -63,7 +76,7 @@ def image_steps(policy: str, size: int, source_size: int | None) -> list[v2.Tran
     if policy == "none":
         return [v2.Resize(round(size * 8 / 7), antialias=True), v2.CenterCrop(size)] if large else fit
     if policy == "sim":
-        return resized_crop
+        return [] if batch_geometry(policy, size, source_size) else resized_crop
     standard = resized_crop if large else fit + [v2.RandomCrop(size, padding=max(1, size // 8)),
                                                  v2.RandomHorizontalFlip()]
     if policy == "auto":
@@ -76,13 +89,16 @@ def image_steps(policy: str, size: int, source_size: int | None) -> list[v2.Tran
     return standard
 
 
-def _batch_steps(policy: str) -> list[nn.Module]:
+def batch_steps(policy: str, size: int, source_size: int | None) -> list[nn.Module]:
     """Stage 2 of ``policy`` before normalising: float ``[B, 3, S, S]`` in ``[0, 1]``."""
-    if policy == "sim":
-        import kornia.augmentation as K
+    if policy != "sim":
+        return []
+    import kornia.augmentation as K
 
-        return [K.ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8), K.RandomGrayscale(p=0.2)]
-    return []
+    colour = [K.ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8), K.RandomGrayscale(p=0.2)]
+    if not batch_geometry(policy, size, source_size):
+        return colour
+    return [K.RandomResizedCrop((size, size), scale=(0.08, 1.0)), K.RandomHorizontalFlip(), *colour]
 
 
 class BatchStage(nn.Module):
@@ -103,7 +119,7 @@ class BatchStage(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         x = self.steps(images.float().div_(255))
-        x = (x - self.mean) / self.std
+        x = (x - self.mean.to(x.device)) / self.std.to(x.device)
         return x if self.cutout is None else self.cutout(x)
 
 
@@ -125,7 +141,7 @@ def view_transform(
     """
     policy, cutout = parse_view(name)
     return View(v2.Compose(image_steps(policy, size, source_size) or [v2.Identity()]),
-                BatchStage(_batch_steps(policy), mean, std, cutout))
+                BatchStage(batch_steps(policy, size, source_size), mean, std, cutout))
 
 
 @contextmanager
@@ -146,7 +162,8 @@ def seeded(seed: int | None):
 
 class MultiView:
     """Several views of each image: uint8 ``[3, H, W]`` -> ``[V, 3, S, S]`` per image
-    (``images``), then ``[B, V, 3, S, S]`` uint8 -> float32 per batch (``batch``)."""
+    (``images``, stage 1), then ``[B, V, 3, S, S]`` uint8 -> float32 per batch (``batch``,
+    stage 2)."""
 
     def __init__(self, views: Sequence[View]) -> None:
         self.views = list(views)
@@ -154,5 +171,7 @@ class MultiView:
     def images(self, image: Tensor) -> Tensor:
         return torch.stack([view.image(image) for view in self.views])
 
-    def batch(self, images: Tensor) -> Tensor:
-        return torch.stack([view.batch(images[:, i]) for i, view in enumerate(self.views)], dim=1)
+    def batch(self, images: Tensor, seed: int | None = None) -> Tensor:
+        """Stage 2, drawing from torch's generator seeded with ``seed`` (see ``seeded``)."""
+        with seeded(seed):
+            return torch.stack([view.batch(images[:, i]) for i, view in enumerate(self.views)], dim=1)
