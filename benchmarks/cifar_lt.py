@@ -141,11 +141,42 @@ def train_row(config: Config, run_dir: Path, bound: ModelBound) -> dict:
         return train(config, progress=True, callbacks=[bound])[1]
 
 
+def tail_accuracy(per_class: list[float], shot_groups: list[str]) -> float | None:
+    """Mean accuracy of the classes outside the many-shot group (100 training images or
+    fewer), None when there are none: CIFAR-10-LT at factor 100 has no few-shot class, so
+    the tail is this."""
+    tail = [accuracy for accuracy, group in zip(per_class, shot_groups) if group != "many"]
+    return statistics.mean(tail) if tail else None
+
+
+ORDER = ("bcl", "logit_adjustment", "ce")  # the ordering the papers report, best first
+
+
+def ordering(rows: list[dict]) -> list[str]:
+    """Whether BCL > logit adjustment > cross-entropy holds, overall and on the tail, for
+    each precision that has all three rows."""
+    lines = []
+    for precision in dict.fromkeys(row["precision"] for row in rows):
+        by_method = {row["method"]: row for row in rows if row["precision"] == precision}
+        if not all(method in by_method for method in ORDER):
+            continue
+        for metric in ("overall", "tail"):
+            values = [by_method[method][metric] for method in ORDER]
+            if None in values:
+                continue
+            holds = all(better > worse for better, worse in zip(values, values[1:]))
+            measured = ", ".join(f"{method} {value:.1f}" for method, value in zip(ORDER, values))
+            lines.append(f"{metric} at {precision}: {' > '.join(ORDER)} "
+                         f"{'holds' if holds else 'does not hold'} ({measured})")
+    return lines
+
+
 def write_tables(results: Path, name: str, result: dict) -> None:
     atomic_write_text(results / f"{name}.json", json.dumps(result, indent=2) + "\n")
     machine = result["machine"]
     lines = [
-        f"# {result['dataset']}: {result['epochs']} epochs, batch {result['batch_size']}",
+        f"# {result['dataset']}, imbalance factor {result['imbalance_factor']:g}: "
+        f"{result['epochs']} epochs, batch {result['batch_size']}",
         "",
         f"Machine: {machine['cpu']}, {machine['cores']} cores, capability {machine['capability']}, "
         f"native bf16 {machine['native_bf16']}, GPU {machine['gpu']}; torch {machine['torch']}. "
@@ -153,8 +184,8 @@ def write_tables(results: Path, name: str, result: dict) -> None:
         "",
         f"Command: `{result['command']}`",
         "",
-        "| method | precision | overall | many | medium | few | wall s | images/s | bound images/s | fraction |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| method | precision | overall | many | medium | few | tail | wall s | images/s | bound images/s | fraction |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
 
     def percent(value):
@@ -163,18 +194,21 @@ def write_tables(results: Path, name: str, result: dict) -> None:
     for row in result["rows"]:
         lines.append(
             f"| {row['method']} | {row['precision']} | {percent(row['overall'])} | {percent(row['many'])} "
-            f"| {percent(row['medium'])} | {percent(row['few'])} | {row['wall_s']:.0f} | {row['images_per_s']:.0f} "
+            f"| {percent(row['medium'])} | {percent(row['few'])} | {percent(row['tail'])} "
+            f"| {row['wall_s']:.0f} | {row['images_per_s']:.0f} "
             f"| {row['bound_images_per_s']:.0f} | {row['fraction']:.2f} |"
         )
     lines += [
         "",
+        "many, medium, few: classes with over 100, 20 to 100, under 20 training images; "
+        "tail: the classes with 100 or fewer (medium and few). "
         "images/s: source images per second of training, the median of the epochs' rates "
         "(loading included, evaluation not). bound: the model-only bound (forward, backward "
         "and step on random tensors, no loading) timed after each epoch, their median. "
         "fraction: the median over the epochs of the epoch's rate over the bound timed after it. "
         "wall s: training time, the bound's timings left out.",
         "",
-        *[f"- {note}" for note in result.get("notes", [])],
+        *[f"- {line}" for line in ordering(result["rows"]) + result.get("notes", [])],
     ]
     atomic_write_text(results / f"{name}.md", "\n".join(lines) + "\n")
 
@@ -231,7 +265,9 @@ def main() -> None:
             result["rows"].append({
                 "method": method_name, "precision": precision, "epochs": args.epochs,
                 "batch_size": args.batch_size, "overall": test["overall"], "many": test["many"],
-                "medium": test["medium"], "few": test["few"], "per_class": test["per_class"],
+                "medium": test["medium"], "few": test["few"],
+                "tail": tail_accuracy(test["per_class"], metrics["shot_groups"]),
+                "per_class": test["per_class"], "train_counts": metrics["train_counts"],
                 "wall_s": round(metrics["wall_s"] - bound.seconds, 1), "images_per_s": metrics["images_per_s"],
                 "bound_images_per_s": round(statistics.median(b for _, b in pairs), 1),
                 "fraction": round(statistics.median(p / b for p, b in pairs), 3),

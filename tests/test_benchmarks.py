@@ -1,11 +1,22 @@
 """The benchmark scripts run end to end on the embedded digits (their tables' format)."""
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "cifar_lt.py"
+
+
+@pytest.fixture(scope="module")
+def cifar_lt():
+    spec = importlib.util.spec_from_file_location("cifar_lt", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def bench(tmp_path, *args):
@@ -28,6 +39,8 @@ def test_cifar_lt_writes_rows_and_resumes_without_redoing_them(tmp_path):
                 "bound_images_per_s", "fraction", "precision", "epochs", "batch_size"):
         assert key in row
     assert row["bound_images_per_s"] > 0 and len(row["per_class"]) == 10
+    tail = [accuracy for accuracy, count in zip(row["per_class"], row["train_counts"]) if count <= 100]
+    assert tail and row["tail"] == pytest.approx(sum(tail) / len(tail))
     assert row["bound_epochs"] == 1 and 0 < row["fraction"]  # a bound timed after the one epoch
     for key in ("cpu", "cores", "capability", "native_bf16", "gpu", "torch"):
         assert key in table["machine"]
@@ -67,3 +80,21 @@ def test_the_views_benchmark_writes_its_table(tmp_path):
     assert set(table["ms_per_image"]) == {"stage 1 (loader)", "stage 2 (training process)", "two stages", "per image"}
     assert all(value > 0 for value in table["ms_per_image"].values())
     assert table["machine"]["capability"] and "| per image |" in (tmp_path / "views_8.md").read_text()
+
+
+def test_the_ordering_is_checked_overall_and_on_the_tail_per_precision(cifar_lt):
+    def row(method, precision, overall, tail):
+        return {"method": method, "precision": precision, "overall": overall, "tail": tail}
+
+    rows = [row("ce", "32", 40.0, 10.0), row("logit_adjustment", "32", 45.0, 30.0), row("bcl", "32", 50.0, 25.0),
+            row("ce", "bf16-mixed", 40.0, 10.0)]  # no ordering without all three methods
+    lines = cifar_lt.ordering(rows)
+    assert len(lines) == 2
+    assert lines[0].startswith("overall at 32: bcl > logit_adjustment > ce holds")
+    assert lines[1].startswith("tail at 32: bcl > logit_adjustment > ce does not hold")
+    assert "bcl 25.0, logit_adjustment 30.0, ce 10.0" in lines[1]
+
+
+def test_the_tail_is_the_classes_outside_the_many_shot_group(cifar_lt):
+    assert cifar_lt.tail_accuracy([90.0, 60.0, 20.0, 0.0], ["many", "many", "medium", "few"]) == 10.0
+    assert cifar_lt.tail_accuracy([90.0, 60.0], ["many", "many"]) is None
