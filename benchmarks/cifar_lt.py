@@ -4,10 +4,11 @@ For each method (and precision) it trains on the long-tailed training set, evalu
 the whole test set, and measures in the same run the model-only bound: forward, backward
 and optimiser step of the same model on random tensors of the same batch shape, no data
 loading, timed after every epoch (``ModelBound``). The row's fraction is the median over
-the epochs of the epoch's rate over the bound timed just after it. Each finished row is written at once to benchmarks/results/<name>.json and .md;
-a later call with the same settings skips the rows already there, and continues a row
-that was stopped from its last checkpoint (every 100 steps, in --runs), so a long
-benchmark runs in parts, across machines when --runs travels with it.
+the epochs of the epoch's rate over the bound timed just after it. Each finished row is
+written at once to benchmarks/results/<name>.json and .md; a later call with the same
+settings skips the rows already there, and continues a row that was stopped from its
+last checkpoint (every 100 steps, in --runs), so a long benchmark runs in parts, across
+machines when --runs travels with it.
 
     python benchmarks/cifar_lt.py --data ../shared/data/cifar10 --epochs 30 \\
         --methods ce,logit_adjustment,balanced_softmax,bcl
