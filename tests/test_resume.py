@@ -28,30 +28,36 @@ def only(folder):
     return path
 
 
-def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
-    longtail("train", *ARGS, "out_dir=full", cwd=tmp_path)
-    full = only(tmp_path / "full")
-
-    process = longtail("train", *ARGS, "out_dir=killed", cwd=tmp_path, wait=False)
+def kill_after_checkpoint(process, run_parent, past_step):
+    """SIGKILL ``process`` once its last checkpoint is past ``past_step``; return that step."""
     deadline = time.time() + 300
-    checkpoint, step = None, 0
-    # kill once a checkpoint inside the second epoch exists
-    while step <= STEPS_PER_EPOCH and time.time() < deadline:
+    step = 0
+    while step <= past_step and time.time() < deadline:
         time.sleep(0.1)
-        found = list((tmp_path / "killed").glob("*/checkpoints/last.ckpt"))
-        if found:
-            checkpoint = found[0]
+        for checkpoint in run_parent.glob("*/checkpoints/last.ckpt"):
             try:
                 step = torch.load(checkpoint, weights_only=True)["global_step"]
             except Exception:  # read while being replaced: try again
                 continue
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    assert checkpoint is not None and step > STEPS_PER_EPOCH
-    killed = only(tmp_path / "killed")
+    killed = only(run_parent)
     assert not (killed / "metrics.json").exists()  # it did not finish
-    resumed_at = torch.load(killed / "checkpoints/last.ckpt", weights_only=True)["global_step"]
-    assert resumed_at % STEPS_PER_EPOCH != 0  # mid-epoch
+    return torch.load(killed / "checkpoints/last.ckpt", weights_only=True)["global_step"]
+
+
+def test_sigkill_mid_epoch_twice_then_resume_matches_an_uninterrupted_run(tmp_path):
+    longtail("train", *ARGS, "out_dir=full", cwd=tmp_path)
+    full = only(tmp_path / "full")
+
+    first = longtail("train", *ARGS, "out_dir=killed", cwd=tmp_path, wait=False)
+    first_stop = kill_after_checkpoint(first, tmp_path / "killed", STEPS_PER_EPOCH)
+    killed = only(tmp_path / "killed")
+    # the resumed run is killed too, in the next epoch: each part keeps the curves of the parts before
+    second = longtail("train", "--resume", str(killed), cwd=tmp_path, wait=False)
+    second_stop = kill_after_checkpoint(second, tmp_path / "killed", 2 * STEPS_PER_EPOCH)
+    assert STEPS_PER_EPOCH < first_stop < 2 * STEPS_PER_EPOCH < second_stop < 3 * STEPS_PER_EPOCH
+    assert first_stop % STEPS_PER_EPOCH != 0 and second_stop % STEPS_PER_EPOCH != 0  # mid-epoch
 
     longtail("train", "--resume", str(killed), cwd=tmp_path)
 
@@ -62,7 +68,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
     a = torch.load(full / "checkpoints/last.ckpt", weights_only=True)["state_dict"]
     b = torch.load(killed / "checkpoints/last.ckpt", weights_only=True)["state_dict"]
     assert all(torch.equal(a[key], b[key]) for key in a)
-    # the training curve keeps the rows from before the kill
+    # the training curve keeps the rows from before both kills
     assert (killed / "metrics.csv").read_text() == (full / "metrics.csv").read_text()
 
 

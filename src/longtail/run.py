@@ -192,6 +192,7 @@ def train(
         seed=config.seed,
         image_size=data.image_size,
     )
+    earlier_curves = []
     if resume is None:
         run_dir, resume_from = shared_run_dir(config), None
         if is_rank_zero():
@@ -236,7 +237,7 @@ def train(
         limit_val_batches=None if splits.val is not None else 0,
         logger=[
             TensorBoardLogger(run_dir, name="tensorboard", version=""),
-            CSVLogger(run_dir, name="", version=""),
+            curves_logger(run_dir, earlier_curves),
         ],
         plugins=[AtomicCheckpointIO()],
         log_every_n_steps=min(50, datamodule.steps_per_epoch),
@@ -270,11 +271,23 @@ def train(
         "processes": trainer.world_size,
     }
     if trainer.is_global_zero:
-        if resume is not None:
-            # Lightning's CSV logger starts the file anew: put the rows before the break back
-            write_curves(run_dir / "metrics.csv", earlier_curves + read_curves(run_dir / "metrics.csv"))
         atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return run_dir, metrics
+
+
+def curves_logger(run_dir: Path, earlier_curves: list[dict]) -> CSVLogger:
+    """Lightning's CSV logger for ``run_dir/metrics.csv``, continuing ``earlier_curves``.
+
+    Lightning's writer deletes an existing ``metrics.csv`` when it starts. The rows from before a
+    break go back at once, under the writer's own header, so that the file holds the whole curve
+    however many times the run is stopped and resumed.
+    """
+    logger = CSVLogger(run_dir, name="", version="")
+    if earlier_curves and is_rank_zero():
+        writer = logger.experiment  # starting, it deletes metrics.csv
+        write_curves(run_dir / "metrics.csv", earlier_curves)
+        writer.metrics_keys = list(earlier_curves[0])  # it appends under this header
+    return logger
 
 
 def read_curves(path: Path, until_step: int | None = None) -> list[dict]:
