@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from longtail.data.readers import DataSplits, ImageFiles, LabeledImages
 from longtail.data.samplers import SAMPLERS, EpochSampler
-from longtail.data.transforms import MultiView, seeded, view_transform
+from longtail.data.transforms import MultiView, View, seeded, view_transform
 
 
 class ImageBatch(NamedTuple):
@@ -202,9 +202,10 @@ class LongTailDataModule(L.LightningDataModule):
         return view_transform(name, self.size, self.mean, self.std, self.source_size)
 
     def _evaluation(self, data: LabeledImages) -> TransformedImages:
-        """Unaugmented images of a split, whose sizes may differ from the training set's."""
-        view = view_transform("none", self.size, self.mean, self.std, square_side(data.images))
-        return TransformedImages(data, MultiView([view]), training=False)
+        """Unaugmented images of a split, whose sizes may differ from the training set's: the
+        split's own image stage, and the batch stage that ``finish`` runs on every evaluation batch."""
+        fit = view_transform("none", self.size, self.mean, self.std, square_side(data.images)).image
+        return TransformedImages(data, MultiView([View(fit, self.eval_views.views[0].batch)]), training=False)
 
     def finish(self, batch: ImageBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """``(views, labels)`` of a loader's batch: its batch stage, seeded as the loader
