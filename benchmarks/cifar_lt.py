@@ -143,8 +143,8 @@ def train_row(config: Config, run_dir: Path, bound: ModelBound) -> dict:
 
 
 def tail_accuracy(per_class: list[float], shot_groups: list[str]) -> float | None:
-    """Mean accuracy of the classes outside the many-shot group (100 training images or
-    fewer), None when there are none: CIFAR-10-LT at factor 100 has no few-shot class, so
+    """Mean accuracy of the classes outside the many-shot group (``eval.many`` training
+    images or fewer), None when there are none: CIFAR-10-LT at factor 100 has no few-shot class, so
     the tail is this."""
     tail = [accuracy for accuracy, group in zip(per_class, shot_groups) if group != "many"]
     return statistics.mean(tail) if tail else None
@@ -174,7 +174,7 @@ def ordering(rows: list[dict]) -> list[str]:
 
 def write_tables(results: Path, name: str, result: dict) -> None:
     atomic_write_text(results / f"{name}.json", json.dumps(result, indent=2) + "\n")
-    machine = result["machine"]
+    machine, many, few = result["machine"], result["shots"]["many"], result["shots"]["few"]
     lines = [
         f"# {result['dataset']}, imbalance factor {result['imbalance_factor']:g}: "
         f"{result['epochs']} epochs, batch {result['batch_size']}",
@@ -201,8 +201,8 @@ def write_tables(results: Path, name: str, result: dict) -> None:
         )
     lines += [
         "",
-        "many, medium, few: classes with over 100, 20 to 100, under 20 training images; "
-        "tail: the classes with 100 or fewer (medium and few). "
+        f"many, medium, few: classes with over {many}, {few} to {many}, under {few} training images; "
+        f"tail: the classes with {many} or fewer (medium and few). "
         "images/s: source images per second of training, the median of the epochs' rates "
         "(loading included, evaluation not). bound: the model-only bound (forward, backward "
         "and step on random tensors, no loading) timed after each epoch, their median. "
@@ -237,7 +237,10 @@ def main() -> None:
     result = json.loads(path.read_text()) if path.exists() else {}
     if any(result.get(key) != value for key, value in settings.items()):
         result = {**settings, "rows": [], "notes": []}
+    thresholds = recipe(args.data, "ce", args.epochs, args.batch_size, args.imbalance_factor,
+                        args.seed, "32", args.runs).eval
     result.update(
+        shots={"many": thresholds.many, "few": thresholds.few},
         machine=machine_info(),
         command="python benchmarks/cifar_lt.py " + " ".join(sys.argv[1:]),
         commit=subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,

@@ -98,3 +98,14 @@ def test_the_ordering_is_checked_overall_and_on_the_tail_per_precision(cifar_lt)
 def test_the_tail_is_the_classes_outside_the_many_shot_group(cifar_lt):
     assert cifar_lt.tail_accuracy([90.0, 60.0, 20.0, 0.0], ["many", "many", "medium", "few"]) == 10.0
     assert cifar_lt.tail_accuracy([90.0, 60.0], ["many", "many"]) is None
+
+
+def test_the_legend_states_the_shot_thresholds_of_the_run(cifar_lt, tmp_path):
+    machine = {"cpu": "cpu", "cores": 2, "capability": "AVX2", "native_bf16": False, "gpu": None, "torch": "2"}
+    result = {"dataset": "digits", "imbalance_factor": 10, "epochs": 1, "batch_size": 64, "machine": machine,
+              "commit": "abc", "command": "python benchmarks/cifar_lt.py", "shots": {"many": 50, "few": 5},
+              "rows": [], "notes": []}
+    cifar_lt.write_tables(tmp_path, "table", result)
+    legend = (tmp_path / "table.md").read_text()
+    assert "classes with over 50, 5 to 50, under 5 training images" in legend
+    assert "the classes with 50 or fewer" in legend
