@@ -181,7 +181,7 @@ def write_tables(results: Path, name: str, result: dict) -> None:
         "",
         f"Machine: {machine['cpu']}, {machine['cores']} cores, capability {machine['capability']}, "
         f"native bf16 {machine['native_bf16']}, GPU {machine['gpu']}; torch {machine['torch']}. "
-        f"Commit {result['commit']}.",
+        f"Tables written at commit {result['commit']}.",
         "",
         f"Command: `{result['command']}`",
         "",
@@ -275,7 +275,7 @@ def main() -> None:
                 "wall_s": round(metrics["wall_s"] - bound.seconds, 1), "images_per_s": metrics["images_per_s"],
                 "bound_images_per_s": round(statistics.median(b for _, b in pairs), 1),
                 "fraction": round(statistics.median(p / b for p, b in pairs), 3),
-                "bound_epochs": len(pairs), "run_dir": str(run_dir),
+                "bound_epochs": len(pairs), "run_dir": str(run_dir), "commit": result["commit"],
             })
             write_tables(args.results, name, result)
             print(f"{method_name} {precision}: {test['overall']:.1f}% overall; wrote {path}", file=sys.stderr)
