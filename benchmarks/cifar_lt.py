@@ -230,7 +230,7 @@ def main() -> None:
     args = parser.parse_args()
 
     dataset = "digits" if args.data == "digits" else Path(args.data).name
-    name = args.name or f"{dataset.replace('-python', '')}_lt{args.imbalance_factor:g}"
+    name = args.name or f"{dataset.replace('-python', '').replace('-', '')}_lt{args.imbalance_factor:g}"
     path = args.results / f"{name}.json"
     settings = {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
                 "imbalance_factor": args.imbalance_factor, "dataset": dataset}
