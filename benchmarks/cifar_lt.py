@@ -37,7 +37,7 @@ from longtail.checkpoints import load_checkpoint
 from longtail.config import Config, load_config
 from longtail.files import atomic_write_text
 from longtail.hardware import machine_info, native_bf16
-from longtail.progress import Throughput
+from longtail.progress import Throughput, quiet_lightning
 from longtail.run import RUN_DIR_VARIABLE, build_method, environment, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -228,6 +228,7 @@ def main() -> None:
                         help="where the runs go, one folder per row (resumed from there)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the tables go")
     args = parser.parse_args()
+    quiet_lightning()
 
     dataset = "digits" if args.data == "digits" else Path(args.data).name
     name = args.name or f"{dataset.replace('-python', '').replace('-', '')}_lt{args.imbalance_factor:g}"

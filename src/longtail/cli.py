@@ -3,30 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
-import warnings
 
 from longtail import __version__
-
-
-def _quiet_lightning() -> None:
-    """Keep Lightning's start-up notes and tips out of the user's way; warnings stay."""
-    import lightning  # noqa: F401  (it sets its loggers' levels on import)
-
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        for logger in (logging.getLogger(name), logging.getLogger(f"{name}.utilities.rank_zero")):
-            logger.setLevel(logging.WARNING)
-    for message in (
-        ".*does not have many workers.*",
-        ".*is smaller than the logging interval.*",
-        ".*exists and is not empty.*",
-        ".*LeafSpec.*",
-        ".*across ranks is zero.*",
-        ".*your dataloader is not resumable.*",  # longtail's sampler resumes mid-epoch itself
-    ):
-        warnings.filterwarnings("ignore", message=message)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -243,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
     if extra:
         args.overrides += extra
-    _quiet_lightning()
+    from longtail.progress import quiet_lightning  # Lightning loads after --help and usage errors
+
+    quiet_lightning()
     try:
         return args.run(args)
     except BrokenPipeError:  # the output was piped into a reader that stopped (head)

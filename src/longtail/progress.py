@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
+import warnings
 
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
+
+
+def quiet_lightning() -> None:
+    """Keep Lightning's start-up notes and tips out of the user's way; warnings stay."""
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        for logger in (logging.getLogger(name), logging.getLogger(f"{name}.utilities.rank_zero")):
+            logger.setLevel(logging.WARNING)
+    for message in (
+        ".*does not have many workers.*",
+        ".*is smaller than the logging interval.*",
+        ".*exists and is not empty.*",
+        ".*LeafSpec.*",
+        ".*across ranks is zero.*",
+        ".*your dataloader is not resumable.*",  # longtail's sampler resumes mid-epoch itself
+    ):
+        warnings.filterwarnings("ignore", message=message)
 
 
 class EpochLog(Callback):
