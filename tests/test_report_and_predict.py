@@ -98,6 +98,28 @@ def test_predict_reports_a_corrupt_file_and_goes_on(runs, tmp_path):
     assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1.0001
 
 
+def test_predict_decoded_in_workers_keeps_file_order_and_matches_one_by_one(runs, tmp_path):
+    from longtail.predict import load_model, predict
+
+    _, (run_dir, _) = runs
+    files = []
+    for i in range(7):
+        files.append(tmp_path / f"{i}.png")
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(files[-1])
+    files[3].write_bytes(b"not an image")
+    method, info = load_model(run_dir)
+    alone = [outcome for path in files for _, outcome in predict(method, info, [path], top_k=3, num_workers=0)]
+    batched = list(predict(method, info, files, top_k=3, batch_size=3, num_workers=2))
+    assert [path for path, _ in batched] == files
+    assert [isinstance(outcome, str) for _, outcome in batched] == [i == 3 for i in range(7)]
+    for (_, outcome), expected in zip(batched, alone):
+        if isinstance(expected, str):
+            assert outcome == expected
+            continue
+        assert [name for name, _ in outcome] == [name for name, _ in expected]
+        assert [p for _, p in outcome] == pytest.approx([p for _, p in expected], abs=1e-6)
+
+
 def test_predict_prior_moves_probability_toward_the_deployment_prior(runs, tmp_path):
     cwd, (run_dir, _) = runs
     image = tmp_path / "x.png"

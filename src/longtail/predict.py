@@ -7,9 +7,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader, Dataset
 
 from longtail.checkpoints import load_checkpoint
 from longtail.config import ConfigError, from_dict
+from longtail.data.module import default_num_workers
 from longtail.data.readers import IMAGE_SUFFIXES, read_image
 from longtail.data.transforms import view_transform
 from longtail.evaluation.posthoc import adjust_logits, prior
@@ -71,31 +73,47 @@ def deployment_prior(name: str, info: dict) -> torch.Tensor:
         raise ConfigError(f"{name}: {error}") from None
 
 
+class DecodedImages(Dataset):
+    """The files as evaluation-view tensors, or the reason each could not be read."""
+
+    def __init__(self, files: Sequence[Path], view) -> None:
+        self.files, self.view = files, view
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> torch.Tensor | str:
+        try:
+            pixels = read_image(self.files[index])
+        except OSError as error:
+            return f"cannot read image ({error})"
+        return self.view.image(torch.from_numpy(pixels.copy()).permute(2, 0, 1))
+
+
 def predict(
     method: ClassifierMethod, info: dict, files: Sequence[Path], top_k: int = 5,
-    target_prior: torch.Tensor | None = None, batch_size: int = 64,
+    target_prior: torch.Tensor | None = None, batch_size: int = 64, num_workers: int | None = None,
 ) -> Iterator[tuple[Path, list[tuple[str, float]] | str]]:
-    """For each file, its top-k ``(class, probability)``, or the reason it was unreadable."""
+    """For each file, in order, its top-k ``(class, probability)``, or the reason it was
+    unreadable. Files are decoded in ``num_workers`` loader processes (``None`` sizes them
+    to the machine; none when one batch holds every file)."""
     view = view_transform("none", info["image_size"], info["mean"], info["std"])  # as evaluated
     counts = info["class_counts"]
     source = prior([1.0] * len(counts)) if method.logits_prior == "uniform" else prior(counts)
     top_k = min(top_k, len(counts))
-    for start in range(0, len(files), batch_size):
-        batch, readable = [], []
-        for path in files[start : start + batch_size]:
-            try:
-                pixels = read_image(path)
-            except OSError as error:
-                yield path, f"cannot read image ({error})"
-                continue
-            batch.append(view.image(torch.from_numpy(pixels.copy()).permute(2, 0, 1)))
-            readable.append(path)
-        if not batch:
-            continue
-        with torch.no_grad():
-            logits = method(view.batch(torch.stack(batch))).double()
-        if target_prior is not None:
-            logits = adjust_logits(logits, source, target_prior)
-        probabilities, indices = logits.softmax(dim=1).topk(top_k, dim=1)
-        for path, p, i in zip(readable, probabilities.tolist(), indices.tolist()):
-            yield path, [(info["classes"][c], q) for c, q in zip(i, p)]
+    if num_workers is None:
+        num_workers = default_num_workers() if len(files) > batch_size else 0
+    loader = DataLoader(DecodedImages(files, view), batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=list)
+    for start, decoded in zip(range(0, len(files), batch_size), loader):
+        images = [image for image in decoded if not isinstance(image, str)]
+        if images:
+            with torch.no_grad():
+                logits = method(view.batch(torch.stack(images))).double()
+            if target_prior is not None:
+                logits = adjust_logits(logits, source, target_prior)
+            probabilities, indices = logits.softmax(dim=1).topk(top_k, dim=1)
+            ranked = iter([[(info["classes"][c], q) for c, q in zip(i, p)]
+                           for p, i in zip(probabilities.tolist(), indices.tolist())])
+        for path, outcome in zip(files[start : start + batch_size], decoded):
+            yield path, outcome if isinstance(outcome, str) else next(ranked)
