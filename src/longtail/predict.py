@@ -74,7 +74,7 @@ def deployment_prior(name: str, info: dict) -> torch.Tensor:
 
 
 class DecodedImages(Dataset):
-    """The files as evaluation-view tensors, or the reason each could not be read."""
+    """Each file with its evaluation-view tensor, or the reason it could not be read."""
 
     def __init__(self, files: Sequence[Path], view) -> None:
         self.files, self.view = files, view
@@ -82,12 +82,13 @@ class DecodedImages(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, index: int) -> torch.Tensor | str:
+    def __getitem__(self, index: int) -> tuple[Path, torch.Tensor | str]:
+        path = self.files[index]
         try:
-            pixels = read_image(self.files[index])
+            pixels = read_image(path)
         except OSError as error:
-            return f"cannot read image ({error})"
-        return self.view.image(torch.from_numpy(pixels.copy()).permute(2, 0, 1))
+            return path, f"cannot read image ({error})"
+        return path, self.view.image(torch.from_numpy(pixels.copy()).permute(2, 0, 1))
 
 
 def predict(
@@ -105,8 +106,8 @@ def predict(
         num_workers = default_num_workers() if len(files) > batch_size else 0
     loader = DataLoader(DecodedImages(files, view), batch_size=batch_size, num_workers=num_workers,
                         collate_fn=list)
-    for start, decoded in zip(range(0, len(files), batch_size), loader):
-        images = [image for image in decoded if not isinstance(image, str)]
+    for decoded in loader:
+        images = [image for _, image in decoded if not isinstance(image, str)]
         if images:
             with torch.no_grad():
                 logits = method(view.batch(torch.stack(images))).double()
@@ -115,5 +116,5 @@ def predict(
             probabilities, indices = logits.softmax(dim=1).topk(top_k, dim=1)
             ranked = iter([[(info["classes"][c], q) for c, q in zip(i, p)]
                            for p, i in zip(probabilities.tolist(), indices.tolist())])
-        for path, outcome in zip(files[start : start + batch_size], decoded):
+        for path, outcome in decoded:
             yield path, outcome if isinstance(outcome, str) else next(ranked)
