@@ -450,3 +450,44 @@ def test_rebalancing_losses_keep_float64(make):
     logits, targets = _logits(12, 5, 43)
     loss = make(counts)(logits, targets)
     assert loss.dtype == torch.float64
+
+
+# --------------------------------------------------------------------------
+# precision: under bf16 autocast, similarities and softmax stay in float32
+# --------------------------------------------------------------------------
+# bf16 keeps 8 bits of mantissa: a loss computed in it misses the float64 reference
+# by about 1e-2, one computed in float32 from the same bf16 inputs by under 1e-4.
+BF16_INPUT_TOLERANCE = 1e-4
+
+
+def test_bcl_under_bf16_autocast_computes_in_float32():
+    B, V, C, D = 8, 2, 5, 16
+    targets = torch.tensor([0, 0, 0, 1, 1, 2, 0, 4], dtype=torch.int64)
+    features = _unit((B, V, D), 60).to(torch.bfloat16)
+    prototypes = _unit((C, D), 61).to(torch.bfloat16)
+    ref = bcl_reference(features.to(DTYPE), targets, prototypes.to(DTYPE), 0.1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = BalancedContrastiveLoss(num_classes=C, temperature=0.1)(
+            features, targets, prototypes
+        )
+    assert loss.dtype == torch.float32
+    assert abs(loss.item() - ref.item()) < BF16_INPUT_TOLERANCE
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda c: LogitAdjustedLoss(c, tau=1.0), lambda c: BalancedSoftmaxLoss(c)],
+    ids=["logit_adjusted", "balanced_softmax"],
+)
+def test_rebalancing_losses_under_bf16_autocast_compute_in_float32(make):
+    """Both shift the logits by log(pi) (tau = 1)."""
+    counts = [500, 120, 30, 8, 2]
+    logits, targets = _logits(12, 5, 62)
+    logits = (logits * 3).to(torch.bfloat16)
+    total = sum(counts)
+    shift = [math.log(c / total) for c in counts]
+    ref = shifted_ce_reference(logits.to(DTYPE), targets, shift)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = make(counts)(logits, targets)
+    assert loss.dtype == torch.float32
+    assert abs(loss.item() - ref) < BF16_INPUT_TOLERANCE

@@ -55,7 +55,9 @@ def contrastive_loss(
     """
     dtype = torch.promote_types(anchors.dtype, torch.float32)
     num_anchors = anchors.shape[0]
-    logits = anchors.to(dtype) @ contrast.to(dtype).T / temperature
+    # autocast would run the matmul in its low-precision dtype despite the upcast
+    with torch.autocast(anchors.device.type, enabled=False):
+        logits = anchors.to(dtype) @ contrast.to(dtype).T / temperature
     anchor_labels = contrast_labels[:num_anchors]
     same_class = anchor_labels[:, None] == contrast_labels[None, :]
     is_self = torch.zeros_like(same_class)
