@@ -440,11 +440,15 @@ def test_balanced_softmax_bad_count_raises(counts):
 # --------------------------------------------------------------------------
 # precision: float64 inputs must be computed in float64
 # --------------------------------------------------------------------------
-@pytest.mark.parametrize(
+# both shift the logits by log(pi): logit adjustment at tau = 1, and balanced softmax
+shifting_by_log_prior = pytest.mark.parametrize(
     "make",
     [lambda c: LogitAdjustedLoss(c, tau=1.0), lambda c: BalancedSoftmaxLoss(c)],
     ids=["logit_adjusted", "balanced_softmax"],
 )
+
+
+@shifting_by_log_prior
 def test_rebalancing_losses_keep_float64(make):
     counts = [500, 120, 30, 8, 2]
     logits, targets = _logits(12, 5, 43)
@@ -474,13 +478,8 @@ def test_bcl_under_bf16_autocast_computes_in_float32():
     assert abs(loss.item() - ref.item()) < BF16_INPUT_TOLERANCE
 
 
-@pytest.mark.parametrize(
-    "make",
-    [lambda c: LogitAdjustedLoss(c, tau=1.0), lambda c: BalancedSoftmaxLoss(c)],
-    ids=["logit_adjusted", "balanced_softmax"],
-)
+@shifting_by_log_prior
 def test_rebalancing_losses_under_bf16_autocast_compute_in_float32(make):
-    """Both shift the logits by log(pi) (tau = 1)."""
     counts = [500, 120, 30, 8, 2]
     logits, targets = _logits(12, 5, 62)
     logits = (logits * 3).to(torch.bfloat16)
