@@ -91,11 +91,12 @@ class ModelBound(Callback):
 
     def on_fit_start(self, trainer, pl_module) -> None:
         config = self.config
-        self.method = build_method(config, list(pl_module.class_counts))
+        counts = trainer.datamodule.class_counts
+        self.method = build_method(config, counts, initialise=False)  # its weights do not matter
         self.optimizer = torch.optim.SGD(self.method.parameters(), lr=1e-3, momentum=0.9)
         batch_size, size = config.data.batch_size, trainer.datamodule.size
         self.inputs = torch.randn(batch_size, self.method.num_views, 3, size, size)
-        self.targets = torch.randint(0, len(pl_module.class_counts), (batch_size,))
+        self.targets = torch.randint(0, len(counts), (batch_size,))
         self.bf16 = config.trainer.precision.startswith("bf16")
 
     def step(self) -> None:

@@ -29,9 +29,43 @@ def test_values_are_coerced_to_the_schema_types():
     assert config.trainer.deterministic is True
 
 
-def test_method_options_come_from_the_method_signature():
-    config = load_config([], ["method.name=logit_adjustment", "method.tau=1.5"])
-    assert config.method == {"name": "logit_adjustment", "tau": 1.5}
+def test_method_and_loss_options_come_from_their_signatures():
+    config = load_config([], ["method.name=logit_adjustment", "loss.tau=1.5"])
+    assert config.method == {"name": "logit_adjustment"}
+    assert config.loss == {"name": "logit_adjusted", "tau": 1.5}
+    config = load_config([], ["method.beta=0.3", "loss.name=balanced_softmax"])
+    assert config.method == {"name": "bcl", "alpha": 2.0, "beta": 0.3, "temperature": 0.1}
+    assert config.loss == {"name": "balanced_softmax"}
+
+
+def test_each_method_brings_its_loss_and_classifier_unless_the_config_names_them():
+    assert load_config([], ["method.name=ce"]).loss == {"name": "ce"}
+    assert load_config([], ["method.name=ce"]).model.classifier == "linear"
+    assert load_config().model.classifier == "cosine"  # BCL's
+    assert load_config([], ["model.classifier=linear"]).model.classifier == "linear"
+
+
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        # a key the chosen method or loss does not take is refused, never ignored
+        (["method.name=ce", "method.tau=2"], ["method.tau", "'ce'", "loss.tau"]),
+        (["method.name=ce", "loss.tau=2"], ["loss.tau", "'ce'", "its keys: none"]),
+        (["loss.name=focall"], ["loss.name", "focall"]),
+        (["loss.taw=2"], ["loss.taw", "loss.tau"]),
+        (["loss.alpha=2"], ["loss.alpha", "method.alpha"]),
+        (["method.name=[bcl]"], ["method.name", "['bcl']"]),
+        (["model.hidden_dim=0"], ["model.hidden_dim", "0"]),
+        (["method.name=crt"], ["model.init_from", "crt"]),
+    ],
+)
+def test_keys_of_the_wrong_method_or_loss_are_named(overrides, words):
+    with pytest.raises(ConfigError) as error:
+        load_config([], overrides)
+    message = str(error.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message
 
 
 @pytest.mark.parametrize(
@@ -94,8 +128,11 @@ def test_every_shipped_config_loads(monkeypatch):
 
 def test_naming_another_method_drops_the_earlier_methods_keys(tmp_path):
     recipe = tmp_path / "bcl.yaml"
-    recipe.write_text("method:\n  name: bcl\n  alpha: 1.5\n  temperature: 0.2\n")
+    recipe.write_text("method:\n  name: bcl\n  alpha: 1.5\n  temperature: 0.2\nloss:\n  name: logit_adjusted\n  tau: 2.0\n")
     config = load_config([recipe], ["method.name=balanced_softmax"])
-    assert config.method == {"name": "balanced_softmax", "tau": 1.0}
+    assert config.method == {"name": "balanced_softmax"}
+    assert config.loss == {"name": "balanced_softmax"}  # the recipe's loss went with its method
     kept = load_config([recipe], ["method.beta=0.1"])
-    assert kept.method["alpha"] == 1.5 and kept.method["beta"] == 0.1
+    assert kept.method["alpha"] == 1.5 and kept.method["beta"] == 0.1 and kept.loss["tau"] == 2.0
+    # the order of the overrides does not matter
+    assert load_config([recipe], ["loss.name=ce", "method.name=ce"]).loss == {"name": "ce"}

@@ -36,3 +36,18 @@ def test_written_files_follow_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "config.yaml").stat().st_mode & 0o777 == 0o644
+
+
+def test_weights_and_test_outputs_follow_the_umask_too(tmp_path):
+    import torch
+
+    from longtail.checkpoints import save_outputs, save_weights
+
+    old = os.umask(0o022)
+    try:
+        save_weights(tmp_path / "model.safetensors", {"w": torch.zeros(2)}, {"classes": ["a"]})
+        save_outputs(tmp_path / "test_outputs.safetensors", torch.zeros(3, 2), torch.zeros(3, dtype=torch.long))
+    finally:
+        os.umask(old)
+    for name in ("model.safetensors", "test_outputs.safetensors"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644

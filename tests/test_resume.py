@@ -82,7 +82,7 @@ def test_resume_needs_a_checkpoint(tmp_path):
 
 
 def test_a_training_curve_cut_by_a_kill_keeps_its_whole_rows(tmp_path):
-    from longtail.run import read_curves
+    from longtail.curves import read_curves
 
     path = tmp_path / "metrics.csv"
     path.write_text("epoch,lr,step,train/loss\n0,0.1,8,2.5\n1,0.1,17,1.9\n2,0.1,2")

@@ -40,13 +40,51 @@ def test_none_is_the_images_normalised():
     assert labels.tolist() == [0, 1, 0, 1]
 
 
-def test_cutout_erases_a_square_of_half_the_side_to_the_mean():
-    views, _ = both_stages(dataset(constant_images(3, 16), ["none+cutout"]), [(0, 1), (1, 2), (2, 3)])
+def test_cutout_erases_a_square_of_half_the_side_to_the_mean_clipped_at_the_border():
+    keys = [(i % 3, seed) for i, seed in enumerate(range(60))]
+    views, _ = both_stages(dataset(constant_images(3, 16), ["none+cutout"]), keys)
+    sides = []
     for image in views[:, 0]:
         erased = (image == 0).all(dim=0)  # the constant colour normalises to no zero
-        assert erased.sum() == 8 * 8
         rows, cols = erased.nonzero().unbind(1)
-        assert rows.max() - rows.min() == 7 and cols.max() - cols.min() == 7
+        height, width = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+        assert erased.sum() == height * width  # one rectangle
+        assert height <= 8 and width <= 8
+        sides += [int(height), int(width)]
+    assert 8 in sides and min(sides) < 8  # whole squares, and squares cut by the border
+
+
+def test_cutout_erases_the_expected_share_of_the_image():
+    """DeVries and Taylor: the centre uniform over the image, the square clipped. The
+    expected share, by counting every centre: on 32 pixels with a 16-pixel square, 19%."""
+    from longtail.data.transforms import Cutout
+
+    def expected(side, square):
+        lengths = [min(c + square // 2, side) - max(c - square // 2, 0) for c in range(side)]
+        return (sum(lengths) / side / side) ** 2
+
+    assert expected(32, 16) == pytest.approx(0.1914, abs=1e-4)
+    torch.manual_seed(0)
+    for side in (16, 32):
+        erased = Cutout(side // 2)(torch.ones(4000, 1, side, side)) == 0
+        assert erased.float().mean().item() == pytest.approx(expected(side, side // 2), abs=0.005)
+
+
+def test_large_rand_is_timms_randaugment_and_is_seeded_per_image(tmp_path):
+    from longtail.data.transforms import BCL_RANDAUGMENT, TimmRandAugment, image_steps
+
+    assert BCL_RANDAUGMENT == "rand-n2-m10-mstd0.5"
+    steps = image_steps("rand", 64, None, MEAN)
+    (randaugment,) = [step for step in steps if isinstance(step, TimmRandAugment)]
+    assert randaugment.transform.num_layers == 2
+    assert all(op.prob == 0.5 and op.magnitude == 10 and op.magnitude_std == 0.5 for op in randaugment.transform.ops)
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (4, 72, 72, 3), dtype=np.uint8)
+    data = dataset(images, ["rand"], size=64)
+    first = data.__getitems__([(i, 100 + i) for i in range(4)]).images
+    again = data.__getitems__([(i, 100 + i) for i in range(4)]).images
+    other = data.__getitems__([(i, 200 + i) for i in range(4)]).images
+    assert torch.equal(first, again) and not torch.equal(first, other)
 
 
 def test_the_batch_stage_draws_for_each_sample():

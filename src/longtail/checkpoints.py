@@ -7,6 +7,8 @@ Nothing here unpickles arbitrary objects: Lightning checkpoints are read with
 from __future__ import annotations
 
 import json
+import pickle
+import warnings
 from pathlib import Path
 
 import torch
@@ -14,7 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import Tensor
 
-from longtail.config import ConfigError
+from longtail.errors import ConfigError
 from longtail.files import atomic_path
 
 
@@ -23,25 +25,57 @@ def _reason(error: Exception) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def run_checkpoint(run_dir: Path) -> Path:
+    """The checkpoint a run tested: ``best.ckpt`` (chosen on a validation split) when it
+    has one, else ``last.ckpt``."""
+    best = run_dir / "checkpoints" / "best.ckpt"
+    return best if best.is_file() else run_dir / "checkpoints" / "last.ckpt"
+
+
 def load_checkpoint(path: str | Path) -> dict:
-    """A checkpoint written by a run: a ``.ckpt`` file, a run directory (its last
-    checkpoint) or weights in ``.safetensors``. Returns a dict with ``state_dict`` and
-    ``longtail`` (what evaluation needs besides the weights)."""
+    """A checkpoint written by a run: a ``.ckpt`` file, a run directory (the checkpoint it
+    tested, see ``run_checkpoint``) or weights in ``.safetensors``. Returns a dict with
+    ``state_dict`` and ``longtail`` (what evaluation needs besides the weights)."""
     path = Path(path)
     if path.is_dir():
-        path = path / "checkpoints" / "last.ckpt"
+        path = run_checkpoint(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such checkpoint")
     if path.suffix == ".safetensors":
         state_dict, info = load_weights(path)
         return {"state_dict": state_dict, "longtail": info, "global_step": None}
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for a broken or unsafe file
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on the pickle protocol
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "Weights only load failed" in str(error):
+            raise ConfigError(f"{path}: refused: the file holds code or objects other than tensors "
+                              "and plain values, which longtail never loads") from None
         raise ConfigError(f"{path}: cannot load checkpoint ({_reason(error)})") from None
-    if not isinstance(checkpoint, dict) or "longtail" not in checkpoint or "state_dict" not in checkpoint:
-        raise ConfigError(f"{path}: not a longtail checkpoint")
+    except Exception as error:  # torch raises many types for a broken file
+        raise ConfigError(f"{path}: cannot load checkpoint ({_reason(error)})") from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise ConfigError(f"{path}: not a longtail checkpoint (no state_dict)")
+    check_run_info(checkpoint.get("longtail"), path)
     return checkpoint
+
+
+#: What a checkpoint or weights file keeps besides the weights, and the type of each.
+RUN_INFO = {"config": dict, "classes": list, "class_counts": list, "mean": list, "std": list, "image_size": int}
+
+
+def check_run_info(info, path: Path) -> None:
+    """Raise a one-line ``ConfigError`` naming ``path`` unless ``info`` is a run's information."""
+    if not isinstance(info, dict):
+        raise ConfigError(f"{path}: not a longtail checkpoint (its run information is "
+                          f"{type(info).__name__ if info is not None else 'missing'}, not a mapping)")
+    for key, kind in RUN_INFO.items():
+        if not isinstance(info.get(key), kind):
+            raise ConfigError(f"{path}: not a longtail checkpoint (its run information lacks '{key}')")
+    if len(info["classes"]) != len(info["class_counts"]):
+        raise ConfigError(f"{path}: not a longtail checkpoint ({len(info['classes'])} classes, "
+                          f"{len(info['class_counts'])} class counts)")
 
 
 def save_weights(path: Path, state_dict: dict[str, Tensor], info: dict) -> None:
@@ -57,10 +91,52 @@ def load_weights(path: Path) -> tuple[dict[str, Tensor], dict]:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
         state_dict = load_file(str(path))
-        info = json.loads(metadata["longtail"])
-    except (SafetensorError, OSError, KeyError, ValueError) as error:
+    except (SafetensorError, OSError) as error:
         raise ConfigError(f"{path}: cannot load weights ({_reason(error)})") from None
+    if "longtail" not in metadata:
+        raise ConfigError(f"{path}: not a longtail weights file (its metadata lacks 'longtail')")
+    try:
+        info = json.loads(metadata["longtail"])
+    except ValueError as error:
+        raise ConfigError(f"{path}: not a longtail weights file (its metadata is not JSON: {error})") from None
+    check_run_info(info, path)
     return state_dict, info
+
+
+def load_model_weights(path: str | Path) -> tuple[dict[str, Tensor], Path]:
+    """The weights of a run directory (its ``model.safetensors``, else the checkpoint it
+    tested), a ``.safetensors`` or a ``.ckpt`` file, and the file they came from."""
+    path = Path(path)
+    if path.is_dir() and (path / "model.safetensors").is_file():
+        path = path / "model.safetensors"
+    elif path.is_dir():
+        path = run_checkpoint(path)
+    if path.suffix != ".safetensors":
+        return load_checkpoint(path)["state_dict"], path
+    try:
+        return load_file(str(path)), path
+    except (SafetensorError, OSError) as error:
+        raise ConfigError(f"{path}: cannot load weights ({_reason(error)})") from None
+
+
+def load_into(module: torch.nn.Module, state_dict: dict[str, Tensor], source: Path, prefix: str = "") -> None:
+    """Load the tensors of ``state_dict`` under ``prefix`` into ``module``; a tensor that
+    is missing, left over or of another shape is named in a one-line ``ConfigError``."""
+    given = {key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)}
+    wanted = module.state_dict()
+    missing = [key for key in wanted if key not in given]
+    if missing:
+        raise ConfigError(f"{source}: no tensor '{prefix}{missing[0]}' for the model "
+                          f"({len(missing)} of {len(wanted)} missing): the weights do not fit the config")
+    extra = [key for key in given if key not in wanted]
+    if extra:
+        raise ConfigError(f"{source}: tensor '{prefix}{extra[0]}' has no place in the model "
+                          f"({len(extra)} such): the weights do not fit the config")
+    for key, value in given.items():
+        if value.shape != wanted[key].shape:
+            raise ConfigError(f"{source}: tensor '{prefix}{key}' has shape {list(value.shape)}, "
+                              f"the model's is {list(wanted[key].shape)}: the weights do not fit the config")
+    module.load_state_dict(given)
 
 
 def save_outputs(path: Path, logits: Tensor, targets: Tensor) -> None:

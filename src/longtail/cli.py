@@ -33,11 +33,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from longtail.evaluation.tables import format_results
     from longtail.run import evaluate
 
-    info, method = evaluate(args.path, progress=not args.no_progress)
+    evaluation = evaluate(args.path, progress=not args.no_progress, overrides=args.overrides)
+    info, method, outputs = evaluation.info, evaluation.method, evaluation.outputs
     many, few = info["config"]["eval"]["many"], info["config"]["eval"]["few"]
-    results = method.test_results
+    results = evaluation.results
     if args.resample:
-        results = summarize(method.test_logits, method.test_targets, info["class_counts"], many, few,
+        results = summarize(outputs.logits, outputs.targets, info["class_counts"], many, few,
                             resamples=args.resample)
         print(f"test-agnostic accuracy: the mean over {args.resample} random test subsets per distribution")
     print(format_results(results, info["classes"], info["class_counts"], many, few))
@@ -47,8 +48,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             print("  nothing to adjust: the logits were trained with a balanced loss and model the uniform prior")
         else:
             counts = info["class_counts"]
-            adjusted = adjust_logits(method.test_logits, prior(counts), prior([1] * len(counts)), args.posthoc)
-            print(format_results(summarize(adjusted, method.test_targets, counts, many, few,
+            adjusted = adjust_logits(outputs.logits, prior(counts), prior([1] * len(counts)), args.posthoc)
+            print(format_results(summarize(adjusted, outputs.targets, counts, many, few,
                                            resamples=args.resample),
                                  info["classes"], counts, many, few))
     return 0
@@ -62,17 +63,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    import json
     from pathlib import Path
 
-    from longtail.evaluation.tables import compare_table
+    from longtail.evaluation.tables import compare_table, read_metrics, run_names
 
-    runs = {}
-    for run_dir in map(Path, args.run_dirs):
-        try:
-            runs[run_dir.name] = json.loads((run_dir / "metrics.json").read_text())
-        except (OSError, ValueError) as error:
-            raise ValueError(f"{run_dir / 'metrics.json'}: cannot read ({error})") from None
+    run_dirs = [Path(d) for d in args.run_dirs]
+    runs = {name: read_metrics(d) for name, d in zip(run_names(run_dirs), run_dirs)}
     print(compare_table(runs, args.format), end="")
     return 0
 
@@ -130,6 +126,7 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
+    from longtail.config import loss_options, method_options
     from longtail.data import SAMPLERS
     from longtail.losses import CLASSIFICATION_LOSSES
     from longtail.methods import METHODS
@@ -138,15 +135,22 @@ def cmd_methods(args: argparse.Namespace) -> int:
     def first_line(obj) -> str:
         return (obj.__doc__ or "").strip().splitlines()[0]
 
+    def arguments(options: dict) -> str:
+        return ", ".join(f"{key}={p.default!r}" for key, p in options.items()) or "no arguments"
+
     sections = {
-        "methods (method.name)": {name: text for name, (_, text) in METHODS.items()},
-        "classification losses (method.loss)": {
-            name: first_line(cls) for name, cls in CLASSIFICATION_LOSSES.items()
+        "methods (method.name; method.* arguments; default loss.name)": {
+            name: f"{entry.description} [{arguments(method_options(name))}; loss {entry.loss}]"
+            for name, entry in METHODS.items()
+        },
+        "classification losses (loss.name; loss.* arguments)": {
+            name: f"{first_line(cls)} [{arguments(loss_options(name))}]"
+            for name, cls in CLASSIFICATION_LOSSES.items()
         },
         "samplers (data.sampler)": SAMPLERS,
         "backbones (model.backbone)": {
             **{name: text for name, (_, text) in BACKBONES.items()},
-            "timm:<name>": "any timm model, randomly initialised (needs longtail[timm])",
+            "timm:<name>": "any timm model, randomly initialised",
         },
     }
     for title, entries in sections.items():
@@ -156,6 +160,21 @@ def cmd_methods(args: argparse.Namespace) -> int:
             print(f"  {name:<{width}}  {text}")
         print()
     return 0
+
+
+def at_least(minimum: int):
+    """An argparse type: an integer of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -179,9 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("path", metavar="RUN_DIR|CHECKPOINT")
     evaluate.add_argument("--posthoc", nargs="?", type=float, const=1.0, metavar="TAU",
                           help="also report after post-hoc logit adjustment to the uniform prior (tau 1 by default)")
-    evaluate.add_argument("--resample", type=int, default=0, metavar="N",
+    evaluate.add_argument("--resample", type=at_least(0), default=0, metavar="N",
                           help="test-agnostic accuracy as the mean over N random test subsets, not exact weights")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evaluate.add_argument("overrides", nargs="*", metavar="data.key=value",
+                          help="read other data than the checkpoint names, e.g. data.root=path/to/data")
     evaluate.set_defaults(run=cmd_eval)
 
     report = commands.add_parser("report", help="write RUN_DIR/report.html: plots of the run's results")
@@ -196,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="top-k classes of images or folders of images")
     predict.add_argument("checkpoint", metavar="CHECKPOINT", help="a run directory, .ckpt or .safetensors")
     predict.add_argument("paths", nargs="+", metavar="PATH", help="images or folders")
-    predict.add_argument("--top-k", type=int, default=5)
+    predict.add_argument("--top-k", type=at_least(1), default=5, help="classes per image (at least 1)")
     predict.add_argument("--prior", help="deployment prior: uniform, train or a JSON file of class weights")
     predict.add_argument("--format", choices=("csv", "json"), default="csv")
     predict.set_defaults(run=cmd_predict)
@@ -223,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
     if extra:
         args.overrides += extra
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
     from longtail.progress import quiet_lightning  # Lightning loads after --help and usage errors
 
     quiet_lightning()
@@ -231,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the output was piped into a reader that stopped (head)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, MisconfigurationException) as error:
         if os.environ.get("LONGTAIL_DEBUG"):
             raise
         print(f"longtail: error: {one_line(error)}", file=sys.stderr)

@@ -13,7 +13,7 @@ import inspect
 import types
 import typing
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +22,16 @@ import yaml
 from longtail.data.longtail import PROFILES
 from longtail.data.samplers import SAMPLERS
 from longtail.data.transforms import parse_view
-from longtail.methods import METHODS
+from longtail.errors import ConfigError
+from longtail.losses import CLASSIFICATION_LOSSES
+from longtail.methods import METHODS, ClassifierMethod
 from longtail.models.backbones import check_backbone_name
 from longtail.models.heads import CLASSIFIERS
 from longtail.optim import OptimConfig
 
 FORMATS = ("folder", "list", "cifar", "digits")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 PRECISIONS = ("32", "32-true", "64", "64-true", "16-mixed", "bf16-mixed", "bf16-true", "16-true")
-
-
-class ConfigError(ValueError):
-    """A bad configuration; the message is one line naming the key, value or file."""
 
 
 @dataclass
@@ -60,12 +59,16 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """The backbone and the heads: ``feat_dim`` is the projected embedding's size."""
+    """The backbone and the heads: ``feat_dim`` is the projected embedding's size.
+    ``init_from`` (a run directory or weights file) starts the backbone, and with
+    ``init_classifier`` the classifier, from an earlier run's weights."""
 
     backbone: str = "resnet32"
     feat_dim: int = 128
     hidden_dim: int = 512
     classifier: str | None = None
+    init_from: str | None = None
+    init_classifier: bool = False
 
 
 @dataclass
@@ -91,11 +94,13 @@ class EvalConfig:
 
 @dataclass
 class Config:
-    """A whole run. ``method`` holds ``name`` and that method's own arguments."""
+    """A whole run. ``method`` holds ``name`` and that method's own arguments; ``loss``
+    holds ``name`` and that loss's own arguments."""
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     method: dict[str, Any] = field(default_factory=lambda: {"name": "bcl"})
+    loss: dict[str, Any] = field(default_factory=dict)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -113,28 +118,51 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-#: Arguments of a method that the run supplies, not the config's ``method`` section.
-SUPPLIED_ARGUMENTS = {"num_classes", "class_counts", "backbone", "classifier", "optim", "many", "few"}
+#: Arguments of a loss that the run supplies, not the config's ``loss`` section.
+SUPPLIED_LOSS_ARGUMENTS = {"class_counts", "num_classes", "weight"}
 #: Arguments of a method that come from the ``model`` section.
 MODEL_ARGUMENTS = {"feat_dim", "hidden_dim"}
 
 
-def method_class(name: str) -> type:
+@cache
+def own_arguments(cls: type, base: type | None = None) -> dict[str, inspect.Parameter]:
+    """The named arguments of ``cls``'s constructor that ``base``'s has not: the only
+    place where a signature is read."""
+    inherited = set(inspect.signature(base).parameters) if base is not None else set()
+    parameters = inspect.signature(cls, eval_str=True).parameters
+    return {
+        key: p for key, p in parameters.items()
+        if key not in inherited and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    }
+
+
+def method_class(name: str) -> type[ClassifierMethod]:
     """The LightningModule class behind the method ``name``."""
-    builder = METHODS[name][0]
-    return builder.func if isinstance(builder, partial) else builder
+    return METHODS[name].method
 
 
 def method_options(name: str) -> dict[str, inspect.Parameter]:
     """The arguments of method ``name`` that its config section may set."""
-    builder = METHODS[name][0]
-    fixed = builder.keywords if isinstance(builder, partial) else {}
-    parameters = inspect.signature(method_class(name), eval_str=True).parameters
-    return {
-        key: p
-        for key, p in parameters.items()
-        if key not in SUPPLIED_ARGUMENTS | MODEL_ARGUMENTS and key not in fixed
-    }
+    arguments = own_arguments(method_class(name), ClassifierMethod)
+    return {key: p for key, p in arguments.items() if key not in MODEL_ARGUMENTS}
+
+
+def loss_options(name: str) -> dict[str, inspect.Parameter]:
+    """The arguments of loss ``name`` that the ``loss`` section may set."""
+    arguments = own_arguments(CLASSIFICATION_LOSSES[name])
+    return {key: p for key, p in arguments.items() if key not in SUPPLIED_LOSS_ARGUMENTS}
+
+
+def method_arguments(config: Config) -> dict[str, Any]:
+    """The method's own arguments: its section's, and the ``model`` keys it takes."""
+    arguments = own_arguments(method_class(config.method["name"]), ClassifierMethod)
+    model = {key: getattr(config.model, key) for key in MODEL_ARGUMENTS if key in arguments}
+    return {**{k: v for k, v in config.method.items() if k != "name"}, **model}
+
+
+def loss_arguments(config: Config) -> dict[str, Any]:
+    """The loss's own arguments, from its section."""
+    return {k: v for k, v in config.loss.items() if k != "name"}
 
 
 def _suggest(key: str, valid: list[str]) -> str:
@@ -197,28 +225,56 @@ def _build_section(cls: type, values: dict, prefix: str) -> Any:
     return cls(**kwargs)
 
 
-def _build_method(values: dict) -> dict:
-    name = values.get("name", "bcl")
-    if name not in METHODS:
+def _build_named(section: str, values: dict, registry: dict, default: str,
+                 options_of) -> dict:
+    """A ``method`` or ``loss`` section: ``name`` from ``registry`` and that entry's own
+    arguments (``options_of(name)``), each checked and coerced, the rest defaulted."""
+    name = values.get("name", default)
+    if name is None:
+        name = default
+    if not isinstance(name, str):
+        raise ConfigError(f"{section}.name: expected a name, got {name!r}")
+    if name not in registry:
         raise ConfigError(
-            f"method.name: unknown method {name!r}{_suggest(str(name), list(METHODS))}; "
-            f"choose one of {', '.join(METHODS)}"
+            f"{section}.name: unknown {section} {name!r}{_suggest(name, list(registry))}; "
+            f"choose one of {', '.join(registry)}"
         )
-    options = method_options(name)
-    method = {"name": name}
+    options = options_of(name)
+    built = {"name": name}
     for key, value in values.items():
         if key == "name":
             continue
         if key not in options:
-            valid = [f"method.{option}" for option in options]
+            elsewhere = _elsewhere(section, key)
+            hint = (f" (did you mean '{elsewhere[0]}'?)" if elsewhere
+                    else _suggest(f"{section}.{key}", [f"{section}.{option}" for option in options]))
             raise ConfigError(
-                f"unknown key 'method.{key}' for method {name!r}"
-                f"{_suggest(f'method.{key}', valid)}; its keys: {', '.join(options) or 'none'}"
+                f"unknown key '{section}.{key}' for {section} {name!r}{hint}; "
+                f"its keys: {', '.join(options) or 'none'}"
             )
-        method[key] = _coerce(value, options[key].annotation, f"method.{key}")
+        built[key] = _coerce(value, options[key].annotation, f"{section}.{key}")
     for key, parameter in options.items():
-        method.setdefault(key, parameter.default)
-    return method
+        built.setdefault(key, parameter.default)
+    return built
+
+
+def _elsewhere(section: str, key: str) -> list[str]:
+    """``key`` in the other named section, when a method or loss there takes it."""
+    if section == "method":
+        takes = any(key in loss_options(name) for name in CLASSIFICATION_LOSSES)
+        return [f"loss.{key}"] if takes else []
+    takes = any(key in method_options(name) for name in METHODS)
+    return [f"method.{key}"] if takes else []
+
+
+def _section(values: Any, key: str) -> dict:
+    if values is None:
+        return {}
+    if isinstance(values, str):
+        return {"name": values}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{key}: expected a section of keys or a name, got {values!r}")
+    return values
 
 
 def _check(key: str, ok: bool, message: str) -> None:
@@ -248,6 +304,10 @@ def validate(config: Config, check_paths: bool = True) -> None:
     _check("data.profile", data.profile in PROFILES, f"must be one of {', '.join(PROFILES)}, got {data.profile!r}")
     _check("data.sampler", data.sampler in SAMPLERS, f"must be one of {', '.join(SAMPLERS)}, got {data.sampler!r}")
     _check("data.batch_size", data.batch_size >= 1, f"must be at least 1, got {data.batch_size}")
+    _check("data.num_workers", data.num_workers is None or data.num_workers >= 0,
+           f"must be 0 or more (empty: sized to the machine), got {data.num_workers}")
+    for key, seed in (("seed", config.seed), ("data.seed", data.seed)):
+        _check(key, 0 <= seed < 2**32, f"must be between 0 and 2**32 - 1, got {seed}")
     for key in ("image_size", "resize"):
         value = getattr(data, key)
         _check(f"data.{key}", value is None or value >= 1, f"must be at least 1, got {value}")
@@ -260,7 +320,8 @@ def validate(config: Config, check_paths: bool = True) -> None:
             parse_view(view)
         except ValueError as error:
             raise ConfigError(f"data.views[{i}]: {error}") from None
-    needed = method_class(config.method["name"]).num_views
+    method = method_class(config.method["name"])
+    needed = method.num_views
     _check(
         "data.views",
         len(data.views) >= needed,
@@ -273,7 +334,15 @@ def validate(config: Config, check_paths: bool = True) -> None:
     classifier = config.model.classifier
     _check("model.classifier", classifier is None or classifier in CLASSIFIERS,
            f"must be one of {', '.join(CLASSIFIERS)}, got {classifier!r}")
-    _check("model.feat_dim", config.model.feat_dim >= 1, f"must be at least 1, got {config.model.feat_dim}")
+    for key in ("feat_dim", "hidden_dim"):
+        value = getattr(config.model, key)
+        _check(f"model.{key}", value >= 1, f"must be at least 1, got {value}")
+    init_from = config.model.init_from
+    _check("model.init_from", init_from is not None or not method.needs_init_from,
+           f"method {config.method['name']!r} starts from a trained backbone: "
+           "set model.init_from=RUN_DIR (an earlier run) or a .safetensors file")
+    _check("model.init_from", init_from is None or not check_paths or Path(init_from).exists(),
+           f"no such run directory or file: {init_from}")
     try:
         config.optim.validate()
     except ValueError as error:
@@ -282,7 +351,22 @@ def validate(config: Config, check_paths: bool = True) -> None:
            f"must be one of {', '.join(PRECISIONS)}, got {config.trainer.precision!r}")
     _check("trainer.skip_nonfinite", config.trainer.skip_nonfinite >= 0,
            f"must be non-negative, got {config.trainer.skip_nonfinite}")
+    trainer = config.trainer
+    _check("trainer.accelerator", trainer.accelerator in ACCELERATORS,
+           f"must be one of {', '.join(ACCELERATORS)}, got {trainer.accelerator!r}")
+    _check("trainer.devices", _valid_devices(trainer.devices),
+           f"must be auto, a number of devices (-1: all) or device indices as '0,1', got {trainer.devices!r}")
+    _check("trainer.num_nodes", trainer.num_nodes >= 1, f"must be at least 1, got {trainer.num_nodes}")
+    _check("trainer.checkpoint_every", trainer.checkpoint_every is None or trainer.checkpoint_every >= 1,
+           f"must be at least 1 step (empty: every epoch), got {trainer.checkpoint_every}")
     _check("eval.few", 0 <= config.eval.few <= config.eval.many, "must be between 0 and eval.many")
+
+
+def _valid_devices(devices: str | int) -> bool:
+    if isinstance(devices, int):
+        return devices >= 1 or devices == -1
+    indices = devices.strip().rstrip(",").split(",")
+    return devices in ("auto", "-1") or all(index.strip().isdigit() for index in indices)
 
 
 def infer_format(root: str | None, train_list: str | None = None) -> str:
@@ -333,20 +417,27 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 def merge(base: dict, update: dict) -> dict:
     """A copy of ``base`` with ``update`` merged into it, mapping by mapping.
 
-    A ``method`` section naming another method replaces the earlier one: its keys were
-    that method's own arguments.
+    A ``method`` or ``loss`` section naming another method or loss replaces the earlier
+    one: its keys were that one's own arguments. Naming another method also drops the
+    earlier ``loss`` section, which was chosen for that method (the update's own ``loss``
+    keys stay).
     """
     merged = dict(base)
+    if _switches("method", base, update):
+        merged.pop("loss", None)
     for key, value in update.items():
-        switches_method = (
-            key == "method" and isinstance(value, dict) and isinstance(merged.get(key), dict)
-            and "name" in value and value["name"] != merged[key].get("name", value["name"])
-        )
-        if isinstance(value, dict) and isinstance(merged.get(key), dict) and not switches_method:
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and not _switches(key, merged, update):
             merged[key] = merge(merged[key], value)
         else:
             merged[key] = value
     return merged
+
+
+def _switches(key: str, base: dict, update: dict) -> bool:
+    """Whether ``update`` names another method or loss than ``base`` under ``key``."""
+    old, new = base.get(key), update.get(key)
+    return (key in ("method", "loss") and isinstance(old, dict) and isinstance(new, dict)
+            and "name" in new and new["name"] != old.get("name", new["name"]))
 
 
 def from_dict(values: dict, check_paths: bool = True) -> Config:
@@ -358,16 +449,20 @@ def from_dict(values: dict, check_paths: bool = True) -> Config:
             valid = list(sections) + [f"{s}.{k}" for s in ("data", "model", "optim", "trainer", "eval")
                                       for k in typing.get_type_hints(typing.get_type_hints(Config)[s])]
             raise ConfigError(f"unknown key '{key}'{_suggest(key, valid)}")
-        if key == "method":
-            kwargs[key] = _build_method(value if isinstance(value, dict) else {"name": value})
-        elif key in ("seed", "out_dir"):
+        if key in ("method", "loss"):
+            continue
+        if key in ("seed", "out_dir"):
             kwargs[key] = _coerce(value, typing.get_type_hints(Config)[key], key)
         else:
             if not isinstance(value, dict):
                 raise ConfigError(f"{key}: expected a section of keys, got {value!r}")
             kwargs[key] = _build_section(typing.get_type_hints(Config)[key], value, key)
-    kwargs.setdefault("method", _build_method({}))
-    config = Config(**kwargs)
+    method = _build_named("method", _section(values.get("method"), "method"), METHODS, "bcl", method_options)
+    loss = _build_named("loss", _section(values.get("loss"), "loss"), CLASSIFICATION_LOSSES,
+                        METHODS[method["name"]].loss, loss_options)
+    config = Config(**kwargs, method=method, loss=loss)
+    if config.model.classifier is None:
+        config.model.classifier = method_class(method["name"]).default_classifier
     validate(config, check_paths)
     return config
 
@@ -377,9 +472,18 @@ def load_config(files: list[str | Path] = (), overrides: list[str] = ()) -> Conf
     values: dict = {}
     for path in files:
         values = merge(values, load_yaml(path))
+    return from_dict(merge(values, nested_overrides(overrides)))
+
+
+def nested_overrides(overrides: list[str], sections: tuple[str, ...] | None = None) -> dict:
+    """``key=value`` overrides as one nested mapping; with ``sections``, only keys of
+    those sections are taken."""
+    nested: dict = {}
     for text in overrides:
         keys, value = parse_override(text)
+        if sections is not None and keys[0] not in sections:
+            raise ConfigError(f"{text}: only {', '.join(f'{s}.*' for s in sections)} keys can be given here")
         for key in reversed(keys[1:]):
             value = {key: value}
-        values = merge(values, {keys[0]: value})
-    return from_dict(values)
+        nested = merge(nested, {keys[0]: value})
+    return nested

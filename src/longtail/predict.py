@@ -9,11 +9,13 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from longtail.checkpoints import load_checkpoint
-from longtail.config import ConfigError, from_dict
+from longtail.checkpoints import load_checkpoint, load_into
+from longtail.config import from_dict
 from longtail.data.module import default_num_workers
-from longtail.data.readers import IMAGE_SUFFIXES, read_image
+from longtail.data.images import read_image
+from longtail.data.readers import IMAGE_SUFFIXES
 from longtail.data.transforms import view_transform
+from longtail.errors import ConfigError
 from longtail.evaluation.posthoc import adjust_logits, prior
 from longtail.methods import ClassifierMethod
 from longtail.run import build_method
@@ -27,22 +29,19 @@ def load_model(path: str | Path) -> tuple[ClassifierMethod, dict]:
         path = path / "model.safetensors"
     checkpoint = load_checkpoint(path)
     info = checkpoint["longtail"]
-    method = build_method(from_dict(info["config"], check_paths=False), info["class_counts"])
-    try:
-        method.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as error:
-        raise ConfigError(f"{path}: weights do not fit the model ({str(error).splitlines()[0]})") from None
+    method = build_method(from_dict(info["config"], check_paths=False), info["class_counts"], initialise=False)
+    load_into(method, checkpoint["state_dict"], path)
     return method.eval(), info
 
 
 def image_files(paths: Sequence[str | Path]) -> list[Path]:
-    """The images named, and those under the folders named (sorted)."""
+    """The images named, and the regular image files under the folders named (sorted)."""
     files = []
     for path in map(Path, paths):
         if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            files += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         elif path.exists():
-            files.append(path)
+            files.append(path)  # a FIFO or device named here is reported and skipped, never read
         else:
             raise ConfigError(f"{path}: no such file or folder")
     return files

@@ -1,18 +1,20 @@
-"""One training run, end to end, and re-evaluation from a checkpoint.
+"""A run in stages, each a function: build, fit, test, write the run directory; and
+evaluation from a checkpoint.
 
-config -> data -> method -> Lightning Trainer -> test -> run directory.
+    config -> data -> parts (backbone, classifier, loss) -> method -> fit -> test -> run directory
+
+A second stage (classifier re-training, a linear probe, fine-tuning after pre-training) is
+another run whose config points ``model.init_from`` at the first's run directory.
 """
 
 from __future__ import annotations
 
-import csv
-import inspect
-import io
 import json
 import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -21,25 +23,33 @@ import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from torch import nn
 
+from longtail.checkpoints import load_checkpoint, load_into, load_model_weights, save_outputs, save_weights
 from longtail.config import (
-    MODEL_ARGUMENTS,
     Config,
-    ConfigError,
     from_dict,
     load_config,
+    loss_arguments,
+    merge,
+    method_arguments,
     method_class,
+    nested_overrides,
 )
-from longtail.checkpoints import load_checkpoint, save_outputs, save_weights
-from longtail.data import LongTailDataModule, read_splits, shot_groups
+from longtail.curves import read_curves, write_curves
+from longtail.data import DataSplits, LongTailDataModule, read_splits, shot_groups
 from longtail.data.cache import default_cache_dir
+from longtail.errors import ConfigError
+from longtail.evaluation import EvaluationOutputs, Outputs, summarize
 from longtail.files import AtomicCheckpointIO, atomic_write_text
 from longtail.hardware import warn_if_slow_precision
-from longtail.methods import METHODS, ClassifierMethod
+from longtail.losses import CLASSIFICATION_LOSSES
+from longtail.methods import ClassifierMethod
+from longtail.models import build_backbone, build_classifier
 from longtail.progress import Throughput, progress_callback
 
 
-def read_data(config: Config):
+def read_data(config: Config) -> DataSplits:
     """The run's data splits, the training set made long-tailed as the config asks."""
     data = config.data
     cache_dir = (data.cache_dir or default_cache_dir()) if data.cache else None
@@ -48,30 +58,78 @@ def read_data(config: Config):
                        data.resize)
 
 
-def build_method(config: Config, class_counts: list[int]) -> ClassifierMethod:
-    """The method of ``config``, for a training set with ``class_counts``."""
-    name = config.method["name"]
-    parameters = inspect.signature(method_class(name)).parameters
-    options = {key: value for key, value in config.method.items() if key != "name"}
-    options.update({key: getattr(config.model, key) for key in MODEL_ARGUMENTS if key in parameters})
-    return METHODS[name][0](
-        num_classes=len(class_counts),
-        class_counts=class_counts,
-        backbone=config.model.backbone,
-        classifier=config.model.classifier or parameters["classifier"].default,
-        optim=config.optim,
-        many=config.eval.many,
-        few=config.eval.few,
-        **options,
+def build_parts(config: Config, class_counts: Sequence[int]) -> dict[str, nn.Module]:
+    """The backbone, the classifier and the loss that ``config`` names, for a training set
+    with ``class_counts``."""
+    backbone = build_backbone(config.model.backbone)
+    classifier = build_classifier(config.model.classifier, backbone.num_features, len(class_counts))
+    loss = CLASSIFICATION_LOSSES[config.loss["name"]](class_counts, **loss_arguments(config))
+    return {"backbone": backbone, "classifier": classifier, "loss": loss}
+
+
+def initialise_from(parts: dict[str, nn.Module], path: str | Path, classifier: bool = False) -> None:
+    """Load the backbone (and with ``classifier`` the classifier) of ``parts`` from an
+    earlier run's weights: a run directory, a ``.safetensors`` or a ``.ckpt`` file."""
+    if not Path(path).exists():
+        raise ConfigError(f"model.init_from: no such run directory or file: {path}")
+    state_dict, source = load_model_weights(path)
+    for name in ("backbone", "classifier") if classifier else ("backbone",):
+        load_into(parts[name], state_dict, source, prefix=f"{name}.")
+
+
+def build_method(config: Config, class_counts: Sequence[int], initialise: bool = True) -> ClassifierMethod:
+    """The method of ``config`` for a training set with ``class_counts``; its parts start
+    from ``model.init_from`` when the config names one and ``initialise`` is true (not
+    when a checkpoint's weights follow)."""
+    parts = build_parts(config, class_counts)
+    if initialise and config.model.init_from is not None:
+        initialise_from(parts, config.model.init_from, config.model.init_classifier)
+    return method_class(config.method["name"])(
+        **parts,
+        optimizer=config.optim.build,
+        skip_nonfinite=config.trainer.skip_nonfinite,
+        **method_arguments(config),
     )
 
 
-def resolve(config: Config) -> Config:
-    """Fill in the defaults that depend on the method (its classifier)."""
-    if config.model.classifier is None:
-        parameters = inspect.signature(method_class(config.method["name"])).parameters
-        config.model.classifier = parameters["classifier"].default
-    return config
+@dataclass
+class Built:
+    """What the build stage hands on: the config, the data, the data module, the method."""
+
+    config: Config
+    splits: DataSplits
+    datamodule: LongTailDataModule
+    method: ClassifierMethod
+
+    @property
+    def info(self) -> dict:
+        """What evaluation needs besides the weights; kept in every checkpoint."""
+        return {
+            "config": self.config.to_dict(),
+            "classes": self.datamodule.classes,
+            "class_counts": self.datamodule.class_counts,
+            "mean": self.datamodule.mean,
+            "std": self.datamodule.std,
+            "image_size": self.datamodule.size,
+        }
+
+
+def build(config: Config) -> Built:
+    """Seed, read the data, build the method and the data module of ``config``."""
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    data = config.data
+    splits = read_data(config)
+    method = build_method(config, splits.train.counts())
+    datamodule = LongTailDataModule(
+        splits,
+        views=data.views[: method.num_views],
+        batch_size=data.batch_size,
+        num_workers=data.num_workers,
+        sampler=data.sampler,
+        seed=config.seed,
+        image_size=data.image_size,
+    )
+    return Built(config, splits, datamodule, method)
 
 
 #: Names the run directory for every process of a distributed run.
@@ -109,15 +167,20 @@ def shared_run_dir(config: Config) -> Path:
 
 
 def new_run_dir(config: Config) -> Path:
-    """``<out_dir>/<date>-<time>-<dataset>-<method>``, made unique."""
+    """``<out_dir>/<date>-<time>-<dataset>-<method>``, made unique: the directory is
+    created in one step that fails when it exists, so two runs started at once never
+    share one."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     base = Path(config.out_dir) / f"{stamp}-{config.dataset_name}-{config.method['name']}"
+    base.parent.mkdir(parents=True, exist_ok=True)
     run_dir, n = base, 1
-    while run_dir.exists():
-        n += 1
-        run_dir = base.with_name(f"{base.name}-{n}")
-    run_dir.mkdir(parents=True)
-    return run_dir
+    while True:
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            n += 1
+            run_dir = base.with_name(f"{base.name}-{n}")
 
 
 class RunInfo(Callback):
@@ -141,7 +204,7 @@ class StepSeeds(Callback):
         torch.manual_seed(self.seed * 1_000_003 + trainer.global_step)
 
 
-def _trainer(config: Config, progress: bool, callbacks: list[Callback] = (), **kwargs) -> L.Trainer:
+def _trainer(config: Config, progress: bool, callbacks: Sequence[Callback] = (), **kwargs) -> L.Trainer:
     warn_if_slow_precision(config.trainer.precision, config.trainer.accelerator)
     return L.Trainer(
         callbacks=[*callbacks, *progress_callback(progress)],
@@ -154,12 +217,124 @@ def _trainer(config: Config, progress: bool, callbacks: list[Callback] = (), **k
         enable_model_summary=False,
         num_sanity_val_steps=0,
         use_distributed_sampler=False,  # the samplers shard themselves; evaluation sees all
+        inference_mode=False,  # evaluation's features may then train a probe
         **kwargs,
     )
 
 
+@dataclass
+class Fitted:
+    """What the fit stage hands on: the trainer, its throughput and evaluation callbacks,
+    and the training time."""
+
+    trainer: L.Trainer
+    throughput: Throughput
+    evaluation: EvaluationOutputs
+    wall_s: float
+
+
+def fit(
+    built: Built,
+    run_dir: Path,
+    resume_from: Path | None = None,
+    progress: bool = True,
+    callbacks: Sequence[Callback] = (),
+) -> Fitted:
+    """Train ``built.method`` with its checkpoints, curves and TensorBoard events in
+    ``run_dir``, from the start or from the checkpoint ``resume_from``."""
+    config, datamodule = built.config, built.datamodule
+    earlier_curves = []
+    if resume_from is not None:
+        resumed_step = load_checkpoint(resume_from)["global_step"]
+        datamodule.resume_at(resumed_step)
+        earlier_curves = read_curves(run_dir / "metrics.csv", until_step=resumed_step)
+    checkpoints = run_dir / "checkpoints"
+    throughput = Throughput()
+    evaluation = EvaluationOutputs(datamodule.class_counts, config.eval.many, config.eval.few)
+    every = [
+        *callbacks,
+        throughput,
+        evaluation,
+        RunInfo(built.info),
+        StepSeeds(config.seed),
+        ModelCheckpoint(
+            dirpath=checkpoints,
+            save_last=True,
+            save_top_k=0,
+            every_n_train_steps=config.trainer.checkpoint_every,
+            enable_version_counter=False,  # the run directory is the run's own: always last.ckpt
+        ),
+    ]
+    if built.splits.val is not None:
+        every.append(ModelCheckpoint(dirpath=checkpoints, filename="best", monitor="val/overall", mode="max",
+                                     enable_version_counter=False))
+    trainer = _trainer(
+        config,
+        progress,
+        every,
+        max_epochs=config.optim.epochs,
+        limit_val_batches=None if built.splits.val is not None else 0,
+        logger=[
+            TensorBoardLogger(run_dir, name="tensorboard", version=""),
+            curves_logger(run_dir, earlier_curves),
+        ],
+        plugins=[AtomicCheckpointIO()],
+        log_every_n_steps=min(50, datamodule.steps_per_epoch),
+    )
+    with environment(RUN_DIR_VARIABLE, str(run_dir)):  # for the processes DDP starts
+        trainer.fit(built.method, datamodule=datamodule, ckpt_path=resume_from)
+        wall_s = throughput.wall_s
+        trainer.save_checkpoint(checkpoints / "last.ckpt")
+    return Fitted(trainer, throughput, evaluation, wall_s)
+
+
+def test(built: Built, fitted: Fitted, run_dir: Path) -> tuple[Outputs, Path]:
+    """Test the fitted method: the checkpoint chosen on the validation split when the data
+    has one, else the last. Returns the test outputs and the checkpoint tested."""
+    checkpoints = run_dir / "checkpoints"
+    best = checkpoints / "best.ckpt"
+    tested = best if built.splits.val is not None and best.is_file() else checkpoints / "last.ckpt"
+    with environment(RUN_DIR_VARIABLE, str(run_dir)):
+        fitted.trainer.test(built.method, datamodule=built.datamodule, verbose=False,
+                            ckpt_path=str(tested) if tested == best else None)
+    return fitted.evaluation.test, tested
+
+
+def write_run(built: Built, fitted: Fitted, outputs: Outputs, tested: Path, run_dir: Path) -> dict:
+    """Write the weights, the test outputs and ``metrics.json`` into ``run_dir`` (from the
+    first process only); return the metrics."""
+    config, datamodule, trainer, method = built.config, built.datamodule, fitted.trainer, built.method
+    counts = datamodule.class_counts
+    splits = built.splits
+    metrics = {
+        "method": config.method["name"],
+        "dataset": config.dataset_name,
+        "classes": datamodule.classes,
+        "train_counts": counts,
+        "many": config.eval.many,
+        "few": config.eval.few,
+        "shot_groups": shot_groups(counts, config.eval.many, config.eval.few),
+        "epochs": trainer.current_epoch,
+        "steps": trainer.global_step,
+        "wall_s": round(fitted.wall_s, 2),
+        "images_per_s": round(fitted.throughput.images_per_s * trainer.world_size, 1),
+        "skipped_steps": method.skipped_steps,
+        "skipped_files": sum(len(split.skipped) for split in (splits.train, splits.test, splits.val)
+                             if split is not None),
+        "test": summarize(outputs.logits, outputs.targets, counts, config.eval.many, config.eval.few),
+        "checkpoint": str(tested),
+        "logits_prior": method.logits_prior,
+        "processes": trainer.world_size,
+    }
+    if trainer.is_global_zero:
+        save_weights(run_dir / "model.safetensors", method.state_dict(), built.info)
+        save_outputs(run_dir / "test_outputs.safetensors", outputs.logits, outputs.targets)
+        atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
 def train(
-    config: Config,
+    config: Config | None,
     progress: bool = True,
     resume: str | Path | None = None,
     callbacks: Sequence[Callback] = (),
@@ -173,106 +348,51 @@ def train(
     """
     if resume is not None:
         run_dir = Path(resume)
-        resume_from = run_dir / "checkpoints" / "last.ckpt"
-        if not resume_from.is_file():
-            raise ConfigError(f"{run_dir}: no checkpoints/last.ckpt to resume from")
-        config = load_config([run_dir / "config.yaml"])
-    config = resolve(config)
-    L.seed_everything(config.seed, workers=True, verbose=False)
-    data = config.data
-    splits = read_data(config)
-    method = build_method(config, splits.train.counts())
-    method.max_skipped_steps = config.trainer.skip_nonfinite
-    datamodule = LongTailDataModule(
-        splits,
-        views=data.views[: method.num_views],
-        batch_size=data.batch_size,
-        num_workers=data.num_workers,
-        sampler=data.sampler,
-        seed=config.seed,
-        image_size=data.image_size,
-    )
-    earlier_curves = []
+        config, resume_from = resumable(run_dir)
+    built = build(config)
     if resume is None:
         run_dir, resume_from = shared_run_dir(config), None
         if is_rank_zero():
             atomic_write_text(run_dir / "config.yaml", config.to_yaml())
-    else:
-        resumed_step = load_checkpoint(resume_from)["global_step"]
-        datamodule.resume_at(resumed_step)
-        earlier_curves = read_curves(run_dir / "metrics.csv", until_step=resumed_step)
-    info = {
-        "config": config.to_dict(),
-        "classes": datamodule.classes,
-        "class_counts": datamodule.class_counts,
-        "mean": datamodule.mean,
-        "std": datamodule.std,
-        "image_size": datamodule.size,
-    }
-    checkpoints = run_dir / "checkpoints"
-    throughput = Throughput()
-    callbacks = [
-        *callbacks,
-        throughput,
-        RunInfo(info),
-        StepSeeds(config.seed),
-        ModelCheckpoint(
-            dirpath=checkpoints,
-            save_last=True,
-            save_top_k=0,
-            every_n_train_steps=config.trainer.checkpoint_every,
-            enable_version_counter=False,  # the run directory is the run's own: always last.ckpt
-        ),
-    ]
-    if splits.val is not None:
-        callbacks.append(
-            ModelCheckpoint(dirpath=checkpoints, filename="best", monitor="val/overall", mode="max",
-                            enable_version_counter=False)
-        )
-    trainer = _trainer(
-        config,
-        progress,
-        callbacks,
-        max_epochs=config.optim.epochs,
-        limit_val_batches=None if splits.val is not None else 0,
-        logger=[
-            TensorBoardLogger(run_dir, name="tensorboard", version=""),
-            curves_logger(run_dir, earlier_curves),
-        ],
-        plugins=[AtomicCheckpointIO()],
-        log_every_n_steps=min(50, datamodule.steps_per_epoch),
-    )
-    with environment(RUN_DIR_VARIABLE, str(run_dir)):  # for the processes DDP starts
-        trainer.fit(method, datamodule=datamodule, ckpt_path=resume_from)
-        wall_s = throughput.wall_s
-        trainer.save_checkpoint(checkpoints / "last.ckpt")
-        trainer.test(method, datamodule=datamodule, verbose=False)
-    if trainer.is_global_zero:
-        save_weights(run_dir / "model.safetensors", method.state_dict(), info)
-        save_outputs(run_dir / "test_outputs.safetensors", method.test_logits, method.test_targets)
-    metrics = {
-        "method": config.method["name"],
-        "dataset": config.dataset_name,
-        "classes": datamodule.classes,
-        "train_counts": datamodule.class_counts,
-        "many": config.eval.many,
-        "few": config.eval.few,
-        "shot_groups": shot_groups(datamodule.class_counts, config.eval.many, config.eval.few),
-        "epochs": trainer.current_epoch,
-        "steps": trainer.global_step,
-        "wall_s": round(wall_s, 2),
-        "images_per_s": round(throughput.images_per_s * trainer.world_size, 1),
-        "skipped_steps": method.skipped_steps,
-        "skipped_files": len(splits.train.skipped) + len(splits.test.skipped)
-        + (len(splits.val.skipped) if splits.val is not None else 0),
-        "test": method.test_results,
-        "checkpoint": str(checkpoints / "last.ckpt"),
-        "logits_prior": method.logits_prior,
-        "processes": trainer.world_size,
-    }
-    if trainer.is_global_zero:
-        atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    return run_dir, metrics
+    fitted = fit(built, run_dir, resume_from, progress, callbacks)
+    outputs, tested = test(built, fitted, run_dir)
+    return run_dir, write_run(built, fitted, outputs, tested, run_dir)
+
+
+#: Keys that a resumed run may change: they shape neither the data nor the training.
+RESUME_MAY_CHANGE = {"data.num_workers", "data.cache", "data.cache_dir", "trainer.checkpoint_every", "out_dir"}
+
+
+def resumable(run_dir: Path) -> tuple[Config, Path]:
+    """The config and last checkpoint of a run to resume. A config edited since the
+    checkpoint is refused, naming a changed key: the run would not continue as it began.
+    Temporary files left by a kill during a write are removed."""
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    if not checkpoint.is_file():
+        raise ConfigError(f"{run_dir}: no checkpoints/last.ckpt to resume from")
+    config = load_config([run_dir / "config.yaml"])
+    stored = _flatten(load_checkpoint(checkpoint)["longtail"]["config"])
+    current = _flatten(config.to_dict())
+    for key in sorted((set(stored) | set(current)) - RESUME_MAY_CHANGE):
+        if stored.get(key) != current.get(key):
+            raise ConfigError(
+                f"{run_dir / 'config.yaml'}: {key} changed since the checkpoint ({stored.get(key)!r} -> "
+                f"{current.get(key)!r}); resuming would not continue the same run: restore it, or start a new run"
+            )
+    for leftover in run_dir.rglob(".*.tmp"):
+        leftover.unlink(missing_ok=True)
+    return config, checkpoint
+
+
+def _flatten(values: dict, prefix: str = "") -> dict:
+    """``{"optim": {"lr": 0.1}}`` -> ``{"optim.lr": 0.1}``."""
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def curves_logger(run_dir: Path, earlier_curves: list[dict]) -> CSVLogger:
@@ -290,43 +410,38 @@ def curves_logger(run_dir: Path, earlier_curves: list[dict]) -> CSVLogger:
     return logger
 
 
-def read_curves(path: Path, until_step: int | None = None) -> list[dict]:
-    """The rows of a ``metrics.csv`` (up to ``until_step``, when given)."""
-    if not path.is_file():
-        return []
-    text = path.read_text()
-    if not text.endswith("\n"):  # Lightning appends to this file: a kill can cut its last row
-        text = text[: text.rfind("\n") + 1]
-    rows = [row for row in csv.DictReader(io.StringIO(text)) if None not in row.values()]
-    return [row for row in rows if until_step is None or int(row["step"]) <= until_step]
+@dataclass
+class Evaluation:
+    """A checkpoint evaluated: its run information, the method, the outputs of the split
+    and their summary (``longtail.evaluation.summarize``)."""
+
+    info: dict
+    method: ClassifierMethod
+    outputs: Outputs
+    results: dict
 
 
-def write_curves(path: Path, rows: list[dict]) -> None:
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())
+def evaluate(path: str | Path, progress: bool = True, features: bool = False, split: str = "test",
+             overrides: Sequence[str] = ()) -> Evaluation:
+    """Evaluate the checkpoint at ``path`` (a ``.ckpt`` or ``.safetensors`` file, or a run
+    directory: the checkpoint it tested) on the un-augmented ``split`` (``test``, or
+    ``train`` and ``val``), keeping the backbone features with ``features``.
 
-
-def evaluate(path: str | Path, progress: bool = True) -> tuple[dict, ClassifierMethod]:
-    """Test the checkpoint at ``path`` (or a run directory's last checkpoint).
-
-    Returns the checkpoint's run information and the tested method, whose
-    ``test_results``, ``test_logits`` and ``test_targets`` hold the outcome.
-    """
+    The data are those the checkpoint's config names, unless ``overrides`` (``data.*``
+    keys only, e.g. ``data.root=...``) name others."""
     checkpoint = load_checkpoint(path)
     info = checkpoint["longtail"]
-    config = from_dict(info["config"])
-    data = config.data
+    config = from_dict(merge(info["config"], nested_overrides(list(overrides), sections=("data",))))
     splits = read_data(config)
-    method = build_method(config, info["class_counts"])
-    method.load_state_dict(checkpoint["state_dict"])
+    method = build_method(config, info["class_counts"], initialise=False)
+    load_into(method, checkpoint["state_dict"], Path(path))
     datamodule = LongTailDataModule(
-        splits, views=["none"], batch_size=data.batch_size, num_workers=data.num_workers,
-        mean=info["mean"], std=info["std"], image_size=info["image_size"],
+        splits, views=["none"], batch_size=config.data.batch_size, num_workers=config.data.num_workers,
+        mean=info["mean"], std=info["std"], image_size=info["image_size"], test_split=split,
     )
-    trainer = _trainer(config, progress, logger=False, enable_checkpointing=False)
+    collector = EvaluationOutputs(info["class_counts"], config.eval.many, config.eval.few, features)
+    trainer = _trainer(config, progress, [collector], logger=False, enable_checkpointing=False)
     trainer.test(method, datamodule=datamodule, verbose=False)
-    return info, method
+    outputs = collector.test
+    results = summarize(outputs.logits, outputs.targets, info["class_counts"], config.eval.many, config.eval.few)
+    return Evaluation(info, method, outputs, results)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from longtail.data.readers import LabeledImages
+from longtail.data.images import LabeledImages
 from longtail.files import atomic_path, atomic_write_text
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from longtail.data.readers import DataSplits, ImageFiles, LabeledImages
+from longtail.data.images import DataSplits, ImageFiles, LabeledImages
 from longtail.data.samplers import SAMPLERS, EpochSampler
 from longtail.data.transforms import MultiView, View, seeded, view_transform
 
@@ -122,6 +122,8 @@ class LongTailDataModule(L.LightningDataModule):
         mean, std: normalisation; by default the training set's channel statistics.
         image_size: the side of the model's input; by default the images' own side, when
             they all share one square size.
+        test_split: the split that ``test_dataloader`` serves, un-augmented: ``test``, or
+            ``train`` for features of the training set (k-NN, nearest class mean).
     """
 
     def __init__(
@@ -135,6 +137,7 @@ class LongTailDataModule(L.LightningDataModule):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         image_size: int | None = None,
+        test_split: str = "test",
     ) -> None:
         super().__init__()
         if sampler not in SAMPLERS:
@@ -155,6 +158,7 @@ class LongTailDataModule(L.LightningDataModule):
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.train_sampler = EpochSampler(splits.train.labels, sampler, seed)
         self.resume_step: int | None = None
+        self.test_split = test_split
 
     @property
     def class_counts(self) -> list[int]:
@@ -221,11 +225,16 @@ class LongTailDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader(TransformedImages(self.splits.train, self.train_views), self.train_sampler)
 
+    def evaluation_dataloader(self, split: str) -> DataLoader:
+        """The un-augmented images of ``split`` (``train``, ``val`` or ``test``), in order."""
+        data = getattr(self.splits, split, None)
+        if data is None:
+            raise ValueError(f"the data has no {split!r} split")
+        return self._loader(self._evaluation(data))
+
     def val_dataloader(self) -> DataLoader | list:
-        if self.splits.val is None:
-            return []
-        return self._loader(self._evaluation(self.splits.val))
+        return [] if self.splits.val is None else self.evaluation_dataloader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self._evaluation(self.splits.test))
+        return self.evaluation_dataloader(self.test_split)
 

@@ -6,41 +6,12 @@ from __future__ import annotations
 import pickle
 import sys
 import warnings
-from dataclasses import dataclass, field
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-
-@dataclass
-class LabeledImages:
-    """Images ``[N, H, W, 3]`` uint8 (an array, or ``ImageFiles`` of any sizes), labels
-    ``[N]`` int64 in ``[0, C)``, class names, and the files left out as unreadable (with
-    ``on_corrupt="skip"``)."""
-
-    images: np.ndarray | ImageFiles
-    labels: np.ndarray
-    classes: list[str]
-    skipped: list[str] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def subset(self, indices: np.ndarray) -> LabeledImages:
-        return LabeledImages(self.images[indices], self.labels[indices], self.classes, self.skipped)
-
-    def counts(self) -> list[int]:
-        return np.bincount(self.labels, minlength=len(self.classes)).tolist()
-
-
-@dataclass
-class DataSplits:
-    """The training set, the test set, and a validation set where the data has one."""
-
-    train: LabeledImages
-    test: LabeledImages
-    val: LabeledImages | None = None
+from longtail.data.images import DataSplits, ImageFiles, LabeledImages, open_image, read_image, unreadable
 
 
 def read_digits(test_per_class: int = 30, seed: int = 0) -> DataSplits:
@@ -67,15 +38,52 @@ def read_digits(test_per_class: int = 30, seed: int = 0) -> DataSplits:
     )
 
 
-def _read_cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
+#: The globals a CIFAR pickle may name: NumPy's array reconstruction, and the codec that
+#: protocol 2 writes bytes with; nothing that runs code.
+CIFAR_GLOBALS = {
+    (module, name)
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray", "numpy.core.numeric", "numpy._core.numeric")
+    for name in ("_reconstruct", "scalar", "_frombuffer")
+} | {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+
+class CifarUnpickler(pickle.Unpickler):
+    """Reads the CIFAR python format and nothing else: dicts, lists, bytes, strings,
+    numbers and NumPy arrays. Any other global a pickle names (a function to call, a class
+    to build) is refused before it is looked up, so a crafted file runs no code."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR file never holds")
+        return super().find_class(module, name)
+
+
+def read_cifar_pickle(path: Path) -> dict:
+    """A CIFAR pickle: a dict, read with ``CifarUnpickler``; errors name the file."""
     try:
         with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="latin1")
+            values = CifarUnpickler(f, encoding="latin1").load()
+    except OSError as error:
+        raise ValueError(f"{path}: cannot read ({error.strerror or error})") from None
+    except pickle.UnpicklingError as error:
+        raise ValueError(f"{path}: refused, not a CIFAR file: {error}; nothing in it was run") from None
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError) as error:
+        raise ValueError(f"{path}: not a readable CIFAR file ({type(error).__name__}: {error})") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: not a CIFAR file (a {type(values).__name__}, not a dict)")
+    return values
+
+
+def _read_cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
+    batch = read_cifar_pickle(path)
+    try:
         data = np.asarray(batch["data"], dtype=np.uint8)
         labels = np.asarray(batch[label_key], dtype=np.int64)
-    except (OSError, pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as error:
-        raise ValueError(f"{path}: not a readable CIFAR batch ({type(error).__name__}: {error})") from None
-    images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    except (KeyError, ValueError, TypeError) as error:
+        raise ValueError(f"{path}: not a CIFAR batch ({type(error).__name__}: {error})") from None
+    if len(images) != len(labels):
+        raise ValueError(f"{path}: not a CIFAR batch ({len(images)} images, {len(labels)} labels)")
     return np.ascontiguousarray(images), labels
 
 
@@ -83,7 +91,9 @@ def read_cifar(root: str | Path) -> DataSplits:
     """CIFAR-10 or CIFAR-100 in the original python pickle layout.
 
     CIFAR-10: ``data_batch_1..5``, ``test_batch``, ``batches.meta``; CIFAR-100:
-    ``train``, ``test``, ``meta`` (fine labels). Pickles must come from a trusted source.
+    ``train``, ``test``, ``meta`` (fine labels). The pickles are read by
+    ``CifarUnpickler``, which admits only what the format holds, so a crafted file is
+    refused and runs no code.
     """
     root = Path(root)
     if (root / "meta").exists():
@@ -95,16 +105,19 @@ def read_cifar(root: str | Path) -> DataSplits:
         label_key, names_key = "labels", "label_names"
     else:
         raise ValueError(f"{root}: no CIFAR 'meta' or 'batches.meta' file")
-    try:
-        with open(meta_file, "rb") as f:
-            classes = list(pickle.load(f, encoding="latin1")[names_key])
-    except (OSError, pickle.UnpicklingError, EOFError, KeyError) as error:
-        raise ValueError(f"{meta_file}: not a readable CIFAR meta file ({error})") from None
+    meta = read_cifar_pickle(meta_file)
+    names = meta.get(names_key)
+    if not isinstance(names, list) or not all(isinstance(n, (str, bytes)) for n in names):
+        raise ValueError(f"{meta_file}: not a CIFAR meta file (no list '{names_key}')")
+    classes = [n.decode("latin1") if isinstance(n, bytes) else n for n in names]
     parts = [_read_cifar_batch(root / name, label_key) for name in files]
     train = LabeledImages(
         np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), classes
     )
     test = LabeledImages(*_read_cifar_batch(root / test_file, label_key), classes)
+    for split, name in ((train, files[0]), (test, test_file)):
+        if len(split.labels) and not 0 <= split.labels.min() <= split.labels.max() < len(classes):
+            raise ValueError(f"{root / name}: labels outside 0..{len(classes) - 1}")
     return DataSplits(train=train, test=test)
 
 
@@ -129,7 +142,8 @@ def _class_folder_files(root: Path, classes: list[str] | None = None) -> tuple[l
     files, labels = [], []
     for label, name in enumerate(classes):
         folder = root / name
-        members = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+        members = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+                         and p.is_file()) if folder.is_dir() else []  # not a FIFO that blocks
         if not members and every_class_needed:
             raise ValueError(f"{folder}: empty class folder")
         files += members
@@ -137,57 +151,17 @@ def _class_folder_files(root: Path, classes: list[str] | None = None) -> tuple[l
     return classes, files, labels
 
 
-def read_image(path: Path, resize: int | None = None) -> np.ndarray:
-    """An image file as uint8 RGB ``[H, W, 3]`` (grey, palette, RGBA and CMYK converted);
-    with ``resize``, its shorter side resized to ``resize`` and the centre square kept.
-    Raises ``OSError`` when the file is unreadable."""
-    from PIL import Image, ImageOps
-
-    with Image.open(path) as image:
-        image = image.convert("RGB")
-        if resize is not None:
-            image = ImageOps.fit(image, (resize, resize), method=Image.Resampling.BICUBIC)
-        return np.asarray(image)
-
-
-class ImageFiles:
-    """Images read from their files whenever they are indexed, of any size: for sets too
-    large, or too varied in size, to decode once. ``files[i]`` is uint8 ``[H, W, 3]``;
-    indexing with an array of positions gives the ``ImageFiles`` of those files."""
-
-    def __init__(self, files: Sequence[Path]) -> None:
-        self.files = list(files)
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, index):
-        if isinstance(index, (int, np.integer)):
-            try:
-                return read_image(self.files[index])
-            except OSError as error:
-                _unreadable(self.files[index], error, "error")
-        return ImageFiles([self.files[i] for i in np.arange(len(self.files))[index].tolist()])
-
-
-def _unreadable(path: Path, error: OSError, on_corrupt: str) -> None:
-    if on_corrupt != "skip":
-        raise ValueError(f"{path}: cannot read image ({error})") from None
-    warnings.warn(f"{path}: skipped, cannot read image ({error})", stacklevel=3)
-
-
 def _readable_files(files: list[Path], name: str, on_corrupt: str) -> list[int]:
     """The positions of the files whose image header reads (PIL reads no pixels)."""
-    from PIL import Image
     from tqdm import tqdm
 
     kept = []
     for position, path in enumerate(tqdm(files, desc=f"checking {name}", unit="image",
                                          disable=not sys.stderr.isatty())):
         try:
-            Image.open(path).close()
+            open_image(path).close()
         except OSError as error:
-            _unreadable(path, error, on_corrupt)
+            unreadable(path, error, on_corrupt)
             continue
         kept.append(position)
     return kept
@@ -212,7 +186,7 @@ def decode_images(
         try:
             pixels = read_image(path, resize)
         except OSError as error:
-            _unreadable(path, error, on_corrupt)
+            unreadable(path, error, on_corrupt)
             continue
         if images is None:
             images = np.empty((len(files) - position, *pixels.shape), dtype=np.uint8)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from longtail.data.readers import DataSplits, LabeledImages, decoded
+from longtail.data.images import DataSplits, LabeledImages
+from longtail.data.readers import decoded
 
 
 def read_split_list(list_path: str | Path, root: str | Path | None = None) -> tuple[list[Path], np.ndarray]:
@@ -33,9 +34,13 @@ def read_split_list(list_path: str | Path, root: str | Path | None = None) -> tu
         relative, label = parts[0], int(parts[1])
         if label < 0:
             raise ValueError(f"{list_path}:{number}: label {label} is negative")
+        if Path(relative).is_absolute() or ".." in Path(relative).parts:
+            raise ValueError(f"{list_path}:{number}: {relative!r} leads outside the image root; "
+                             "a split list names paths relative to data.root, without '..'")
         path = Path(root) / relative if root is not None else Path(relative)
         if root is not None and not path.is_file():
-            raise ValueError(f"{list_path}:{number}: no such image {path}")
+            problem = "not a regular file" if path.exists() else "no such image"
+            raise ValueError(f"{list_path}:{number}: {problem}: {path}")
         files.append(path)
         labels.append(label)
     if not files:

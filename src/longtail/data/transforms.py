@@ -28,21 +28,25 @@ padding; large ones (ImageNet) with random resized crops, and evaluated on a cen
   for small inputs and its ImageNet policy for large ones;
 - ``rand``: ``standard``, then RandAugment with 2 operations (Cubuk et al., 2020), at
   magnitude 10 of torchvision's 30 for small inputs; large inputs get BCL's ImageNet
-  classifier view (Zhu et al., CVPR 2022): colour jitter 0.4/0.4/0.4 first, then
-  RandAugment at full magnitude (10 of 10 on the scale BCL used, 30 of 30 here);
+  classifier view (Zhu et al., CVPR 2022): colour jitter 0.4/0.4/0.4 first, then timm's
+  RandAugment ``rand-n2-m10-mstd0.5`` (2 operations, each applied with probability 0.5,
+  at magnitude 10 of 10 with a Gaussian noise of 0.5 on it);
 - ``sim``: SimAugment of MoCo v2 (Chen et al., 2020): random resized crop (scale 0.08
   to 1), flip, colour jitter 0.4/0.4/0.4/0.1 with p 0.8, grayscale with p 0.2; all in
   stage 2 when the stored images have the input side (torchvision's crop per image
   otherwise);
-- ``+cutout``: a square of half the side erased to the mean after normalising
-  (DeVries and Taylor, 2017).
+- ``+cutout``: Cutout (DeVries and Taylor, 2017): a square of half the side, its centre
+  uniform over the image and the square clipped at the border, erased to the mean after
+  normalising (on 32-pixel images about 19% of the image on average).
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torchvision.transforms import v2
@@ -68,7 +72,35 @@ def batch_geometry(policy: str, size: int, source_size: int | None) -> bool:
     return policy == "sim" and source_size == size
 
 
-def image_steps(policy: str, size: int, source_size: int | None) -> list[v2.Transform]:
+class TimmRandAugment(nn.Module):
+    """timm's RandAugment on uint8 ``[3, H, W]`` tensors (timm works on PIL images).
+
+    - [0] Cubuk et al., "RandAugment: Practical automated data augmentation with a
+      reduced search space", NeurIPS 2020, https://arxiv.org/abs/1909.13719
+
+    Args:
+        config: timm's policy string, e.g. ``rand-n2-m10-mstd0.5``.
+        size: the image side; translations reach 45% of it, as in BCL's ImageNet recipe.
+        mean: the fill of geometric operations, the data's mean colour on [0, 1].
+    """
+
+    def __init__(self, config: str, size: int, mean: Sequence[float]) -> None:
+        super().__init__()
+        from timm.data.auto_augment import rand_augment_transform
+
+        fill = tuple(min(255, round(255 * m)) for m in mean)
+        self.transform = rand_augment_transform(config, {"translate_const": int(size * 0.45), "img_mean": fill})
+
+    def forward(self, image: Tensor) -> Tensor:
+        return v2.functional.pil_to_tensor(self.transform(v2.functional.to_pil_image(image)))
+
+
+#: BCL's RandAugment for ImageNet-sized inputs (Zhu et al., CVPR 2022).
+BCL_RANDAUGMENT = "rand-n2-m10-mstd0.5"
+
+
+def image_steps(policy: str, size: int, source_size: int | None,
+                mean: Sequence[float] = (0.5, 0.5, 0.5)) -> list[v2.Transform]:
     """Stage 1 of ``policy``: uint8 ``[3, H, W]`` -> uint8 ``[3, size, size]``."""
     large = size >= LARGE
     resized_crop = [v2.RandomResizedCrop(size, scale=(0.08, 1.0), antialias=True), v2.RandomHorizontalFlip()]
@@ -83,7 +115,7 @@ def image_steps(policy: str, size: int, source_size: int | None) -> list[v2.Tran
         autoaugment = v2.AutoAugmentPolicy.IMAGENET if large else v2.AutoAugmentPolicy.CIFAR10
         return standard + [v2.AutoAugment(autoaugment)]
     if policy == "rand" and large:
-        return standard + [v2.ColorJitter(0.4, 0.4, 0.4), v2.RandAugment(num_ops=2, magnitude=30)]
+        return standard + [v2.ColorJitter(0.4, 0.4, 0.4), TimmRandAugment(BCL_RANDAUGMENT, size, mean)]
     if policy == "rand":
         return standard + [v2.RandAugment(num_ops=2, magnitude=10)]
     return standard
@@ -101,21 +133,53 @@ def batch_steps(policy: str, size: int, source_size: int | None) -> list[nn.Modu
     return [K.RandomResizedCrop((size, size), scale=(0.08, 1.0)), K.RandomHorizontalFlip(), *colour]
 
 
+class Cutout(nn.Module):
+    """Cutout: one square of each image set to 0 (the mean, after normalising).
+
+    - [0] DeVries and Taylor, "Improved Regularization of Convolutional Neural Networks
+      with Cutout", 2017, https://arxiv.org/abs/1708.04552 (Sec. 3)
+
+    The square's centre is drawn uniformly over the image, per image, and the square is
+    clipped at the border, so it may fall partly outside: with a side of half the image,
+    about 19% of the image is erased on average. The centres come from torch's default
+    generator on the CPU (seeded by the batch stage), whatever the images' device.
+
+    Args:
+        side: the square's side, in pixels.
+
+    Shapes:
+        ``[B, C, H, W]`` -> ``[B, C, H, W]``.
+    """
+
+    def __init__(self, side: int) -> None:
+        super().__init__()
+        if side < 1:
+            raise ValueError(f"side must be at least 1, got {side}")
+        self.side = side
+
+    def forward(self, images: Tensor) -> Tensor:
+        batch, _, height, width = images.shape
+        centre_y = torch.randint(0, height, (batch, 1)).to(images.device)
+        centre_x = torch.randint(0, width, (batch, 1)).to(images.device)
+        low, high = self.side // 2, self.side - self.side // 2
+        rows = torch.arange(height, device=images.device)[None, :]
+        cols = torch.arange(width, device=images.device)[None, :]
+        in_rows = (rows >= centre_y - low) & (rows < centre_y + high)
+        in_cols = (cols >= centre_x - low) & (cols < centre_x + high)
+        return images.masked_fill((in_rows[:, :, None] & in_cols[:, None, :])[:, None], 0.0)
+
+
 class BatchStage(nn.Module):
     """Stage 2 of a view: uint8 ``[B, 3, S, S]`` -> normalised float32, each sample
-    augmented with its own draw."""
+    augmented with its own draw; ``cutout``: the side of Cutout's square (0: none)."""
 
     def __init__(self, steps: Sequence[nn.Module], mean: Sequence[float], std: Sequence[float],
-                 cutout: bool) -> None:
+                 cutout: int = 0) -> None:
         super().__init__()
         self.steps = nn.Sequential(*steps)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
-        self.cutout = None
-        if cutout:
-            import kornia.augmentation as K
-
-            self.cutout = K.RandomErasing(scale=(0.25, 0.25), ratio=(1.0, 1.0), value=0.0, p=1.0)
+        self.cutout = Cutout(cutout) if cutout else None
 
     def forward(self, images: Tensor) -> Tensor:
         x = self.steps(images.float().div_(255))
@@ -140,24 +204,29 @@ def view_transform(
     policies crop them as they are), ``None`` when they differ.
     """
     policy, cutout = parse_view(name)
-    return View(v2.Compose(image_steps(policy, size, source_size) or [v2.Identity()]),
-                BatchStage(batch_steps(policy, size, source_size), mean, std, cutout))
+    return View(v2.Compose(image_steps(policy, size, source_size, mean) or [v2.Identity()]),
+                BatchStage(batch_steps(policy, size, source_size), mean, std, size // 2 if cutout else 0))
 
 
 @contextmanager
 def seeded(seed: int | None):
-    """Draw from torch's default generator (the one torchvision and kornia use) seeded
-    with ``seed``, leaving the process's own random state as it was; ``None``: unseeded."""
+    """Draw from torch's default generator (the one torchvision and kornia use), Python's
+    and NumPy's (timm's RandAugment) seeded with ``seed``, leaving the process's own random
+    state as it was; ``None``: unseeded."""
     if seed is None:
         yield
         return
     generator = torch.default_generator
-    state = generator.get_state()
+    states = generator.get_state(), random.getstate(), np.random.get_state()
     generator.manual_seed(seed)  # torch.manual_seed would also seed every accelerator: 40x slower
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
     try:
         yield
     finally:
-        generator.set_state(state)
+        generator.set_state(states[0])
+        random.setstate(states[1])
+        np.random.set_state(states[2])
 
 
 class MultiView:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from pathlib import Path
 
 import matplotlib
@@ -16,10 +15,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from longtail.checkpoints import load_outputs  # noqa: E402
-from longtail.config import ConfigError  # noqa: E402
+from longtail.curves import read_curves  # noqa: E402
+from longtail.errors import ConfigError  # noqa: E402
 from longtail.evaluation.calibration import reliability  # noqa: E402
+from longtail.evaluation.tables import read_metrics  # noqa: E402
 from longtail.files import atomic_write_text  # noqa: E402
-from longtail.run import read_curves  # noqa: E402
 
 SHOT_COLOURS = {"many": "#4c72b0", "medium": "#dd8452", "few": "#c44e52"}
 
@@ -160,8 +160,8 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def build_report(run_dir: str | Path) -> Path:
     """Write ``report.html`` in ``run_dir`` (atomically) and return its path."""
     run_dir = Path(run_dir)
+    metrics = read_metrics(run_dir)
     try:
-        metrics = json.loads((run_dir / "metrics.json").read_text())
         config = (run_dir / "config.yaml").read_text()
     except (OSError, ValueError) as error:
         raise ConfigError(f"{run_dir}: not a finished run ({error})") from None

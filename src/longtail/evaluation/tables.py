@@ -2,7 +2,49 @@
 
 from __future__ import annotations
 
+import json
+from numbers import Number
+from pathlib import Path
+
 from longtail.data.longtail import shot_groups
+from longtail.errors import ConfigError
+
+
+#: What ``metrics.json`` holds that ``report`` and ``compare`` read: key path -> type.
+METRICS_SCHEMA = {
+    ("method",): str, ("dataset",): str, ("classes",): list, ("train_counts",): list, ("shot_groups",): list,
+    ("many",): Number, ("few",): Number, ("epochs",): Number, ("steps",): Number, ("wall_s",): Number,
+    ("test",): dict, ("test", "per_class"): list, ("test", "calibration"): dict,
+    ("test", "calibration", "ece"): Number, ("test", "calibration", "nll"): Number,
+    ("test", "calibration", "brier"): Number, ("test", "agnostic"): dict,
+}
+
+
+def read_metrics(run_dir: Path) -> dict:
+    """A finished run's ``metrics.json``; a missing, damaged or foreign file is named in a
+    one-line ``ConfigError`` with the key it lacks."""
+    path = Path(run_dir) / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ConfigError(f"{path}: cannot read a finished run's metrics ({getattr(error, 'strerror', None) or error})") from None
+    for keys, kind in METRICS_SCHEMA.items():
+        value = metrics
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        if not isinstance(value, kind):
+            raise ConfigError(f"{path}: not a finished run's metrics ('{'.'.join(keys)}' is missing or not "
+                              f"a {kind.__name__.lower()})")
+    for key in ("overall", "many", "medium", "few", "agnostic_mean"):
+        if not isinstance(metrics["test"].get(key), (Number, type(None))):
+            raise ConfigError(f"{path}: not a finished run's metrics ('test.{key}' is not a number)")
+    return metrics
+
+
+def run_names(run_dirs: list[Path]) -> list[str]:
+    """A row name per run: its folder's name, or the path as given where two names agree."""
+    names = [Path(d).name for d in run_dirs]
+    return names if len(set(names)) == len(names) else [str(d) for d in run_dirs]
 
 
 def percent(value: float | None, width: int = 5) -> str:

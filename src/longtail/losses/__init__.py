@@ -1,9 +1,11 @@
 """Losses: plain ``nn.Module``s with no Lightning in them, usable in any training loop."""
 
-from longtail.losses.contrastive import BalancedContrastiveLoss, SupConLoss
+from longtail.losses.contrastive import BalancedContrastiveLoss, SupConLoss, contrastive_loss
+from longtail.losses.queue import LabelledQueue
 from longtail.losses.rebalancing import BalancedSoftmaxLoss, CrossEntropyLoss, LogitAdjustedLoss
 
-#: Losses on logits, ``forward(logits, targets)``, by the name a config gives.
+#: Losses on logits, ``forward(logits, targets)``, by the name ``loss.name`` gives. Each
+#: takes ``class_counts`` and ``weight`` from the run; its other arguments are ``loss.*`` keys.
 CLASSIFICATION_LOSSES = {
     "balanced_softmax": BalancedSoftmaxLoss,
     "ce": CrossEntropyLoss,
@@ -15,6 +17,8 @@ __all__ = [
     "BalancedSoftmaxLoss",
     "CLASSIFICATION_LOSSES",
     "CrossEntropyLoss",
+    "LabelledQueue",
     "LogitAdjustedLoss",
     "SupConLoss",
+    "contrastive_loss",
 ]

@@ -7,6 +7,8 @@ softmax are computed in at least float32, whatever the autocast dtype.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor, nn
 
@@ -30,50 +32,77 @@ def _flatten_views(features: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
 
 def contrastive_loss(
     anchors: Tensor,
-    contrast: Tensor,
-    contrast_labels: Tensor,
+    anchor_labels: Tensor,
+    references: Tensor,
+    reference_labels: Tensor,
     temperature: float,
-    class_averaged: bool,
+    own: Tensor | None = None,
+    own_is_positive: bool = False,
+    class_averaged: bool = False,
 ) -> Tensor:
-    """Negative mean log-likelihood of each anchor's positives, averaged over the anchors
-    that have one: the core of SupCon and BCL.
+    """Negative mean log-likelihood of each anchor's positives among the references,
+    averaged over the anchors that have one: the core of SupCon, BCL and the MoCo family.
 
-    The anchors are the first ``N`` rows of ``contrast``; an anchor is never its own
-    positive nor a term of its own denominator. With ``class_averaged``, each
-    denominator term is divided by the number of contrast members of its class (the
-    anchor excluded), so that every class weighs the same (BCL's class-averaging).
+    The references are any set: the anchors themselves, keys of a momentum encoder, a
+    queue, class prototypes, or several of these concatenated. A reference is a positive of
+    an anchor when their labels are equal and not negative (label ``-1``: unlabelled, the
+    positive of no one). ``own[i]`` is the position among the references of anchor ``i``'s
+    own entry (``-1``: none): the anchor itself, left out of its numerator and denominator;
+    or with ``own_is_positive``, its key (another view of the same image), counted as a
+    positive whatever the labels, as MoCo's is. With ``class_averaged``, each denominator
+    term is divided by the number of references of its class (the anchor's own entry
+    excluded when it is left out), so that every class weighs the same (BCL's
+    class-averaging; it needs labels of 0 or more).
 
     Args:
         anchors: ``[N, D]``.
-        contrast: ``[M, D]`` with ``M >= N``, beginning with the anchors.
-        contrast_labels: ``[M]`` class of each contrast member.
+        anchor_labels: ``[N]``.
+        references: ``[M, D]``.
+        reference_labels: ``[M]``.
         temperature: softmax temperature.
+        own: ``[N]`` positions in the references, or ``None``.
+        own_is_positive: the own entry is a positive (a key), not the anchor itself.
         class_averaged: divide each term of the denominator by its class's size.
 
     Returns:
-        A scalar.
+        A scalar; with no anchor that has a positive, 0 (connected to the graph) and a warning.
     """
-    dtype = torch.promote_types(anchors.dtype, torch.float32)
-    num_anchors = anchors.shape[0]
+    dtype = torch.promote_types(torch.promote_types(anchors.dtype, references.dtype), torch.float32)
     # autocast would run the matmul in its low-precision dtype despite the upcast
     with torch.autocast(anchors.device.type, enabled=False):
-        logits = anchors.to(dtype) @ contrast.to(dtype).T / temperature
-    anchor_labels = contrast_labels[:num_anchors]
-    same_class = anchor_labels[:, None] == contrast_labels[None, :]
-    is_self = torch.zeros_like(same_class)
-    is_self[:, :num_anchors] = torch.eye(num_anchors, dtype=torch.bool, device=anchors.device)
-    positives = same_class & ~is_self
+        logits = anchors.to(dtype) @ references.to(dtype).T / temperature
+    same_class = (anchor_labels[:, None] == reference_labels[None, :]) & (anchor_labels[:, None] >= 0)
+    is_own = torch.zeros_like(same_class)
+    if own is not None:
+        has_own = own >= 0
+        is_own[has_own.nonzero().flatten(), own[has_own]] = True
+    if own_is_positive:
+        positives, left_out = same_class | is_own, torch.zeros_like(is_own)
+    else:
+        positives, left_out = same_class & ~is_own, is_own
 
-    denominator_logits = logits.masked_fill(is_self, float("-inf"))
+    denominator_logits = logits.masked_fill(left_out, float("-inf"))
     if class_averaged:
-        class_sizes = torch.bincount(contrast_labels)[contrast_labels]
-        others_in_class = (class_sizes[None, :] - same_class.long()).clamp(min=1)
-        denominator_logits = denominator_logits - torch.log(others_in_class.to(dtype))
+        if (reference_labels < 0).any():
+            raise ValueError("class averaging needs every reference labelled (0 or more)")
+        others_in_class = torch.bincount(reference_labels)[reference_labels].expand_as(logits)
+        if own is not None and not own_is_positive:  # the anchor left out of its own class
+            own_label = torch.where(own >= 0, reference_labels[own.clamp(min=0)], -1)
+            others_in_class = others_in_class - (reference_labels[None, :] == own_label[:, None]).long()
+        denominator_logits = denominator_logits - torch.log(others_in_class.clamp(min=1).to(dtype))
     log_prob = logits - torch.logsumexp(denominator_logits, dim=1, keepdim=True)
     num_positives = positives.sum(dim=1)
     has_positive = num_positives > 0
+    if not has_positive.any():
+        warnings.warn("no anchor of the batch has a positive: the contrastive loss is 0", stacklevel=2)
+        return logits.sum() * 0
     mean_log_prob = (log_prob * positives).sum(dim=1)[has_positive] / num_positives[has_positive]
     return -mean_log_prob.mean()
+
+
+def _itself(count: int, device: torch.device) -> Tensor:
+    """``own`` for anchors that are the first ``count`` references."""
+    return torch.arange(count, device=device)
 
 
 class SupConLoss(nn.Module):
@@ -84,7 +113,7 @@ class SupConLoss(nn.Module):
 
     For each anchor view ``i`` with positives ``P(i)`` (the other views of its class):
     ``L_i = -1/|P(i)| sum_{p in P(i)} log( exp(z_i.z_p/T) / sum_{k != i} exp(z_i.z_k/T) )``,
-    averaged over the anchors that have a positive.
+    averaged over the anchors that have a positive (with none, 0 and a warning).
 
     Args:
         temperature: softmax temperature T.
@@ -105,7 +134,8 @@ class SupConLoss(nn.Module):
 
     def forward(self, features: Tensor, targets: Tensor) -> Tensor:
         anchors, labels = _flatten_views(features, targets)
-        return contrastive_loss(anchors, anchors, labels, self.temperature, class_averaged=False)
+        return contrastive_loss(anchors, labels, anchors, labels, self.temperature,
+                                own=_itself(len(anchors), anchors.device))
 
 
 class BalancedContrastiveLoss(nn.Module):
@@ -153,12 +183,15 @@ class BalancedContrastiveLoss(nn.Module):
                 f"got shape {tuple(prototypes.shape)}"
             )
         anchors, labels = _flatten_views(features, targets)
-        contrast = torch.cat([anchors, prototypes.to(anchors.dtype)])
+        dtype = torch.promote_types(torch.promote_types(anchors.dtype, prototypes.dtype), torch.float32)
+        references = torch.cat([anchors.to(dtype), prototypes.to(dtype)])
         prototype_labels = torch.arange(self.num_classes, device=labels.device)
         return contrastive_loss(
             anchors,
-            contrast,
+            labels,
+            references,
             torch.cat([labels, prototype_labels]),
             self.temperature,
+            own=_itself(len(anchors), anchors.device),
             class_averaged=True,
         )

@@ -1,7 +1,11 @@
 """Re-balancing losses: softmax cross-entropy corrected for the training label prior.
 
 Each loss is a plain ``nn.Module`` with ``forward(logits, targets)``, usable in any
-training loop. Class counts are given at construction.
+training loop. Class counts are given at construction, and per-class weights ``weight``
+(``[C]``) optionally: each sample's loss is weighted by its class's weight and the mean
+is taken over the weights, as ``torch.nn.functional.cross_entropy`` does. A method may
+set ``loss.weight`` during training (deferred re-weighting); it is not part of the
+module's saved state, since it is a function of the counts and the epoch.
 """
 
 from __future__ import annotations
@@ -26,13 +30,29 @@ def class_counts_tensor(class_counts: Sequence[int] | Tensor) -> Tensor:
     return counts
 
 
-def shifted_cross_entropy(logits: Tensor, shift: Tensor, targets: Tensor) -> Tensor:
-    """Cross-entropy of ``logits + shift`` (``shift`` ``[C]``), in at least float32."""
+def shifted_cross_entropy(logits: Tensor, shift: Tensor | None, targets: Tensor,
+                          weight: Tensor | None = None) -> Tensor:
+    """Cross-entropy of ``logits + shift`` (``shift`` ``[C]``, or none), in at least float32,
+    with optional per-class weights ``[C]``."""
     dtype = torch.promote_types(logits.dtype, torch.float32)
-    return F.cross_entropy(logits.to(dtype) + shift.to(dtype), targets)
+    logits = logits.to(dtype) if shift is None else logits.to(dtype) + shift.to(dtype)
+    return F.cross_entropy(logits, targets, weight=None if weight is None else weight.to(dtype))
 
 
-class CrossEntropyLoss(nn.CrossEntropyLoss):
+class WeightedLoss(nn.Module):
+    """The base of the family: optional per-class weights ``weight`` ``[C]``, a buffer
+    that follows the module's device and is left out of its state."""
+
+    def __init__(self, weight: Sequence[float] | Tensor | None = None) -> None:
+        super().__init__()
+        if weight is not None:
+            weight = torch.as_tensor(weight, dtype=torch.float32).flatten()
+            if (weight < 0).any() or not weight.sum() > 0:
+                raise ValueError(f"weight must be non-negative and not all zero, got {weight.tolist()}")
+        self.register_buffer("weight", weight, persistent=False)
+
+
+class CrossEntropyLoss(WeightedLoss):
     """Plain softmax cross-entropy, the baseline every re-balancing loss reduces to.
 
     Accepts (and ignores) ``class_counts`` so that every loss of the family is built alike.
@@ -40,14 +60,23 @@ class CrossEntropyLoss(nn.CrossEntropyLoss):
 
     Args:
         class_counts: unused; training images per class.
+        weight: per-class weights ``[C]``.
+
+    Shapes:
+        logits ``[B, C]``, targets ``[B]`` -> scalar.
     """
 
-    def __init__(self, class_counts: Sequence[int] | Tensor | None = None) -> None:
-        super().__init__()
-        self.logits_prior = "train"
+    logits_prior = "train"
+
+    def __init__(self, class_counts: Sequence[int] | Tensor | None = None,
+                 weight: Sequence[float] | Tensor | None = None) -> None:
+        super().__init__(weight)
+
+    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
+        return shifted_cross_entropy(logits, None, targets, self.weight)
 
 
-class LogitAdjustedLoss(nn.Module):
+class LogitAdjustedLoss(WeightedLoss):
     """Logit-adjusted softmax cross-entropy.
 
     - [0] Menon et al., "Long-tail learning via logit adjustment", ICLR 2021,
@@ -62,6 +91,7 @@ class LogitAdjustedLoss(nn.Module):
     Args:
         class_counts: training images per class, length C.
         tau: strength of the adjustment; 1 is Fisher-consistent for the balanced error.
+        weight: per-class weights ``[C]``.
 
     Shapes:
         logits ``[B, C]``, targets ``[B]`` (class indices) -> scalar.
@@ -72,8 +102,9 @@ class LogitAdjustedLoss(nn.Module):
         torch.Size([])
     """
 
-    def __init__(self, class_counts: Sequence[int] | Tensor, tau: float = 1.0) -> None:
-        super().__init__()
+    def __init__(self, class_counts: Sequence[int] | Tensor, tau: float = 1.0,
+                 weight: Sequence[float] | Tensor | None = None) -> None:
+        super().__init__(weight)
         if tau < 0:
             raise ValueError(f"tau must be non-negative, got {tau}")
         counts = class_counts_tensor(class_counts)
@@ -82,10 +113,10 @@ class LogitAdjustedLoss(nn.Module):
         self.register_buffer("adjustment", tau * torch.log(counts / counts.sum()))
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
-        return shifted_cross_entropy(logits, self.adjustment, targets)
+        return shifted_cross_entropy(logits, self.adjustment, targets, self.weight)
 
 
-class BalancedSoftmaxLoss(nn.Module):
+class BalancedSoftmaxLoss(WeightedLoss):
     """Balanced softmax cross-entropy.
 
     - [0] Ren et al., "Balanced Meta-Softmax for Long-Tailed Visual Recognition",
@@ -98,6 +129,7 @@ class BalancedSoftmaxLoss(nn.Module):
 
     Args:
         class_counts: training images per class, length C.
+        weight: per-class weights ``[C]``.
 
     Shapes:
         logits ``[B, C]``, targets ``[B]`` -> scalar.
@@ -108,10 +140,12 @@ class BalancedSoftmaxLoss(nn.Module):
         torch.Size([])
     """
 
-    def __init__(self, class_counts: Sequence[int] | Tensor) -> None:
-        super().__init__()
-        self.logits_prior = "uniform"
+    logits_prior = "uniform"
+
+    def __init__(self, class_counts: Sequence[int] | Tensor,
+                 weight: Sequence[float] | Tensor | None = None) -> None:
+        super().__init__(weight)
         self.register_buffer("log_counts", torch.log(class_counts_tensor(class_counts)))
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
-        return shifted_cross_entropy(logits, self.log_counts, targets)
+        return shifted_cross_entropy(logits, self.log_counts, targets, self.weight)

@@ -1,28 +1,53 @@
 """Methods: small LightningModules that compose a backbone, heads and losses."""
 
-from functools import partial
+from typing import NamedTuple
 
-from longtail.methods.base import ClassifierMethod, NonFiniteLossError
+from longtail.errors import NonFiniteLossError
+from longtail.methods.base import ClassifierMethod, OptimizerFactory
 from longtail.methods.bcl import BCL
+from longtail.methods.decoupled import ClassifierRetraining
 from longtail.methods.supervised import Supervised
 
-#: Methods by name: (builder, one-line description with its paper).
+
+class MethodEntry(NamedTuple):
+    """A method by name: its class, a line with its paper, and its ``loss.name`` when the
+    config names none."""
+
+    method: type[ClassifierMethod]
+    description: str
+    loss: str
+
+
+#: Methods by the name ``method.name`` gives.
 METHODS = {
-    "bcl": (
+    "bcl": MethodEntry(
         BCL,
         "Balanced Contrastive Learning: logit-adjusted cosine classifier + balanced "
         "contrastive branch (Zhu et al., CVPR 2022)",
+        "logit_adjusted",
     ),
-    "ce": (partial(Supervised, loss="ce"), "cross-entropy baseline, one branch"),
-    "logit_adjustment": (
-        partial(Supervised, loss="logit_adjusted"),
-        "logit-adjusted cross-entropy, one branch (Menon et al., ICLR 2021)",
+    "ce": MethodEntry(Supervised, "cross-entropy baseline, one branch", "ce"),
+    "logit_adjustment": MethodEntry(
+        Supervised, "logit-adjusted cross-entropy, one branch (Menon et al., ICLR 2021)", "logit_adjusted"
     ),
-    "balanced_softmax": (
-        partial(Supervised, loss="balanced_softmax"),
-        "balanced softmax cross-entropy, one branch (Ren et al., NeurIPS 2020)",
+    "balanced_softmax": MethodEntry(
+        Supervised, "balanced softmax cross-entropy, one branch (Ren et al., NeurIPS 2020)", "balanced_softmax"
     ),
-    "supervised": (Supervised, "one branch with any classification loss: method.loss=<name>"),
+    "supervised": MethodEntry(Supervised, "one branch with any classification loss: loss.name=<name>", "ce"),
+    "crt": MethodEntry(
+        ClassifierRetraining,
+        "classifier re-training on a frozen backbone from model.init_from (Kang et al., ICLR 2020)",
+        "ce",
+    ),
 }
 
-__all__ = ["BCL", "METHODS", "ClassifierMethod", "NonFiniteLossError", "Supervised"]
+__all__ = [
+    "BCL",
+    "METHODS",
+    "ClassifierMethod",
+    "ClassifierRetraining",
+    "MethodEntry",
+    "NonFiniteLossError",
+    "OptimizerFactory",
+    "Supervised",
+]

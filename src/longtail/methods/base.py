@@ -1,79 +1,75 @@
-"""The base of every method: a backbone, a classifier, the optimiser, shot-split evaluation."""
+"""The base of every method: built parts in, the optimiser, the hooks the families share."""
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable
 
 import lightning as L
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from longtail.evaluation.summary import summarize
-from longtail.losses import CLASSIFICATION_LOSSES
-from longtail.models import build_backbone, build_classifier
+from longtail.errors import NonFiniteLossError
 from longtail.optim import OptimConfig
 
-
-def build_classification_loss(name: str, class_counts: Sequence[int], tau: float) -> torch.nn.Module:
-    """The loss ``name`` of ``CLASSIFICATION_LOSSES``, given ``tau`` when it takes one."""
-    if name not in CLASSIFICATION_LOSSES:
-        raise ValueError(
-            f"unknown loss {name!r}; choose one of {', '.join(CLASSIFICATION_LOSSES)}"
-        )
-    loss_class = CLASSIFICATION_LOSSES[name]
-    if "tau" in inspect.signature(loss_class).parameters:
-        return loss_class(class_counts, tau=tau)
-    return loss_class(class_counts)
-
-
-class NonFiniteLossError(ValueError):
-    """A loss term became NaN or infinite; the message names the step and the term."""
+#: Builds the optimiser and its per-step scheduler from the parameters to train and the
+#: number of steps in an epoch (``OptimConfig.build`` is one).
+OptimizerFactory = Callable[[Iterable[nn.Parameter], int], tuple[torch.optim.Optimizer, object]]
 
 
 class ClassifierMethod(L.LightningModule):
     """A backbone and a classifier; subclasses define ``training_losses``.
 
+    Every method receives its parts built (the run builds them from the config; users of
+    the Python API build their own) and adds its own typed arguments; a subclass takes
+    ``**parts`` and hands them on, never repeating this signature.
+
     The training batch is ``(views [B, V, 3, H, W], targets [B])`` with ``num_views``
-    views; evaluation batches are ``(images [B, 3, H, W], targets [B])``. After
-    ``Trainer.test``, ``test_results`` holds ``shot_accuracy`` of the test set.
+    views; evaluation batches are ``(images [B, 3, H, W], targets [B])``, and the
+    validation and test steps return ``evaluation_outputs`` with the targets, for an
+    evaluation callback to collect (``longtail.evaluation.EvaluationOutputs``).
+
+    Hooks for the families:
+
+    - ``frozen()``: parts that are not trained. They take no gradient and stay in eval
+      mode (batch-norm statistics fixed), so a decoupled classifier or a linear probe is a
+      few lines; ``trainable_parameters()`` is what the optimiser gets.
+    - ``after_step()``: runs after every optimiser step that was applied, never after a
+      step skipped for a non-finite loss: momentum encoders and queues update here.
 
     Args:
-        num_classes: C.
-        class_counts: training images per class (the losses' prior and the shot split).
-        backbone: a name accepted by ``longtail.models.build_backbone``.
-        classifier: ``cosine`` or ``linear``.
-        optim: the optimiser and schedule.
-        many, few: shot-split thresholds of the evaluation.
+        backbone: images ``[B, 3, H, W]`` -> features ``[B, F]``, with ``num_features``.
+        classifier: features ``[B, F]`` -> logits ``[B, C]``.
+        loss: the classification loss, ``forward(logits, targets)``; its ``logits_prior``
+            (``uniform`` or ``train``) says which label prior the logits model.
+        optimizer: an ``OptimizerFactory``; by default ``OptimConfig().build``.
+        skip_nonfinite: steps with a NaN or infinite loss term that may be skipped before
+            the run stops.
     """
 
     num_views = 1
+    #: ``model.classifier`` when the config leaves it empty.
+    default_classifier = "linear"
+    #: Whether the method starts from a trained backbone (``model.init_from``).
+    needs_init_from = False
 
     def __init__(
         self,
-        num_classes: int,
-        class_counts: Sequence[int],
-        backbone: str = "resnet32",
-        classifier: str = "linear",
-        optim: OptimConfig | None = None,
-        many: int = 100,
-        few: int = 20,
+        *,
+        backbone: nn.Module,
+        classifier: nn.Module,
+        loss: nn.Module,
+        optimizer: OptimizerFactory | None = None,
+        skip_nonfinite: int = 0,
     ) -> None:
         super().__init__()
-        if len(class_counts) != num_classes:
-            raise ValueError(f"class_counts has {len(class_counts)} entries for {num_classes} classes")
-        self.class_counts = list(class_counts)
         # channels-last convolutions ran about 12% (AVX2) to 20% faster on CPU here
-        self.backbone = build_backbone(backbone).to(memory_format=torch.channels_last)
-        self.classifier = build_classifier(classifier, self.backbone.num_features, num_classes)
-        self.optim = optim or OptimConfig()
-        self.many, self.few = many, few
-        self._eval_outputs: list[tuple[Tensor, Tensor]] = []
-        self.test_results: dict | None = None
-        self.test_logits: Tensor | None = None
-        self.test_targets: Tensor | None = None
-        self.max_skipped_steps = 0
+        self.backbone = backbone.to(memory_format=torch.channels_last)
+        self.classifier = classifier
+        self.classifier_loss = loss
+        self.optimizer_factory = optimizer or OptimConfig().build
+        self.max_skipped_steps = skip_nonfinite
         self.skipped_steps = 0
+        self._step_applied = False
 
     @property
     def logits_prior(self) -> str:
@@ -89,9 +85,43 @@ class ClassifierMethod(L.LightningModule):
         """Logits ``[B, C]`` of images ``[B, 3, H, W]``."""
         return self.classifier(self.features(images))
 
+    def evaluation_outputs(self, images: Tensor) -> dict[str, Tensor]:
+        """What evaluation collects of images ``[B, 3, H, W]``: ``features`` ``[B, F]`` and
+        ``logits`` ``[B, C]``."""
+        features = self.features(images)
+        return {"features": features, "logits": self.classifier(features)}
+
     def training_losses(self, views: Tensor, targets: Tensor) -> dict[str, Tensor]:
         """The weighted loss terms of one batch, by name; their sum is minimised."""
         raise NotImplementedError
+
+    def frozen(self) -> list[nn.Module]:
+        """Hook: the parts that are not trained."""
+        return []
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The parameters the optimiser updates: those outside ``frozen()`` that take a gradient."""
+        frozen = {id(p) for part in self.frozen() for p in part.parameters()}
+        return [p for p in self.parameters() if p.requires_grad and id(p) not in frozen]
+
+    def after_step(self) -> None:
+        """Hook: runs after every applied optimiser step."""
+
+    def setup(self, stage: str) -> None:
+        for part in self.frozen():
+            part.requires_grad_(False)
+
+    def _keep_frozen_in_eval_mode(self) -> None:
+        for part in self.frozen():
+            part.eval()
+
+    def on_train_epoch_start(self) -> None:
+        self._keep_frozen_in_eval_mode()
+
+    def train(self, mode: bool = True) -> ClassifierMethod:
+        super().train(mode)
+        self._keep_frozen_in_eval_mode()
+        return self
 
     def _check_finite(self, terms: dict[str, Tensor]) -> bool:
         """True when every term is finite; False for a step to skip; raises past the limit."""
@@ -110,7 +140,8 @@ class ClassifierMethod(L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
         views, targets = batch
         terms = self.training_losses(views, targets)
-        if not self._check_finite(terms):
+        self._step_applied = self._check_finite(terms)
+        if not self._step_applied:
             return None
         loss = torch.stack(list(terms.values())).sum()
         batch_size = len(targets)
@@ -120,32 +151,20 @@ class ClassifierMethod(L.LightningModule):
         self.log("lr", self.optimizers().param_groups[0]["lr"], batch_size=batch_size)
         return loss
 
-    def _collect(self, batch: tuple[Tensor, Tensor]) -> None:
+    def optimizer_step(self, *args, **kwargs) -> None:
+        # here rather than in on_train_batch_end, which runs after the checkpoint callbacks:
+        # a checkpoint must hold the momentum update and the queue of the step it follows
+        super().optimizer_step(*args, **kwargs)
+        if self._step_applied:
+            self.after_step()
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         images, targets = batch
-        self._eval_outputs.append((self(images).float().cpu(), targets.cpu()))
+        return {**self.evaluation_outputs(images), "targets": targets}
 
-    def _results(self) -> dict:
-        self.test_logits = torch.cat([logits for logits, _ in self._eval_outputs])
-        self.test_targets = torch.cat([targets for _, targets in self._eval_outputs])
-        self._eval_outputs.clear()
-        return summarize(self.test_logits, self.test_targets, self.class_counts, self.many, self.few)
-
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._collect(batch)
-
-    def on_validation_epoch_end(self) -> None:
-        results = self._results()
-        for key in ("overall", "many", "medium", "few"):
-            if results[key] is not None:
-                self.log(f"val/{key}", results[key], prog_bar=key == "overall")
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._collect(batch)
-
-    def on_test_epoch_end(self) -> None:
-        self.test_results = self._results()
+    test_step = validation_step
 
     def configure_optimizers(self):
         steps_per_epoch = self.trainer.estimated_stepping_batches // self.trainer.max_epochs
-        optimizer, scheduler = self.optim.build(self.parameters(), int(steps_per_epoch))
+        optimizer, scheduler = self.optimizer_factory(self.trainable_parameters(), int(steps_per_epoch))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

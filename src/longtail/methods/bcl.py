@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch.nn.functional as F
 from torch import Tensor
 
 from longtail.losses import BalancedContrastiveLoss
-from longtail.methods.base import ClassifierMethod, build_classification_loss
+from longtail.methods.base import ClassifierMethod
 from longtail.models import ProjectionMLP
-from longtail.optim import OptimConfig
 
 
 class BCL(ClassifierMethod):
@@ -27,42 +24,33 @@ class BCL(ClassifierMethod):
     ``alpha * L_classifier + beta * L_BCL``.
 
     Args:
-        loss: the classifier branch's loss (``logit_adjusted`` in the paper).
-        tau: the logit adjustment's strength.
         alpha, beta: the weights of the classifier and contrastive terms.
         temperature: the contrastive softmax temperature.
         feat_dim: the projected embedding's dimension.
         hidden_dim: the projection MLPs' hidden width.
-        (the rest as ``ClassifierMethod``; the paper's classifier is ``cosine``)
+        parts: those of ``ClassifierMethod``; the paper's classifier is a
+            ``CosineClassifier`` and its loss ``LogitAdjustedLoss``.
     """
 
     num_views = 3
+    default_classifier = "cosine"
 
     def __init__(
         self,
-        num_classes: int,
-        class_counts: Sequence[int],
-        backbone: str = "resnet32",
-        classifier: str = "cosine",
-        optim: OptimConfig | None = None,
-        many: int = 100,
-        few: int = 20,
-        loss: str = "logit_adjusted",
-        tau: float = 1.0,
+        *,
         alpha: float = 2.0,
         beta: float = 0.6,
         temperature: float = 0.1,
         feat_dim: int = 128,
         hidden_dim: int = 512,
+        **parts,
     ) -> None:
-        super().__init__(num_classes, class_counts, backbone, classifier, optim, many, few)
-        self.save_hyperparameters(ignore=["optim"])
+        super().__init__(**parts)
         self.alpha, self.beta = alpha, beta
         features = self.backbone.num_features
         self.projection = ProjectionMLP(features, hidden_dim, feat_dim)
         self.prototype_projection = ProjectionMLP(features, hidden_dim, feat_dim)
-        self.classifier_loss = build_classification_loss(loss, class_counts, tau)
-        self.contrastive_loss = BalancedContrastiveLoss(num_classes, temperature)
+        self.contrastive_loss = BalancedContrastiveLoss(self.classifier.weight.shape[0], temperature)
 
     def training_losses(self, views: Tensor, targets: Tensor) -> dict[str, Tensor]:
         batch, num_views = views.shape[:2]

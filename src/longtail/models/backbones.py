@@ -33,12 +33,8 @@ BACKBONES: dict[str, tuple[Callable[[], nn.Module], str]] = {
 
 
 def _timm(name: str) -> nn.Module:
-    try:
-        import timm
-    except ImportError:
-        raise ValueError(
-            f"backbone 'timm:{name}' needs timm, which is not installed: pip install 'longtail[timm]'"
-        ) from None
+    import timm
+
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=1)
         hint = f" (did you mean 'timm:{close[0]}'?)" if close else ""

@@ -1,0 +1,68 @@
+"""A labelled queue of keys: the memory of MoCo-style contrastive methods."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class LabelledQueue(nn.Module):
+    """The last ``size`` keys pushed, with their labels, first in first out.
+
+    - [0] He et al., "Momentum Contrast for Unsupervised Visual Representation
+      Learning", CVPR 2020, https://arxiv.org/abs/1911.05722 (Sec. 3.2, the dictionary
+      as a queue)
+
+    The keys, the labels and the write position are buffers, so the queue is part of the
+    module's state: a checkpoint holds it and a resumed run continues with the same queue.
+    Slots not yet written are left out of ``forward``. Unlabelled keys (self-supervised
+    methods) carry label ``-1``, which ``contrastive_loss`` makes a negative of every
+    anchor. In a distributed run, gather the keys of every process before pushing, so that
+    every process holds the same queue.
+
+    Args:
+        size: K, the number of keys kept.
+        dim: D, the keys' dimension.
+
+    Shapes:
+        ``push(keys [B, D], labels [B])``; ``forward()`` -> keys ``[K', D]``, labels ``[K']``
+        (the ``K' <= K`` slots written, oldest first).
+
+    Examples:
+        >>> queue = LabelledQueue(size=4, dim=2)
+        >>> queue.push(torch.ones(3, 2), torch.tensor([0, 1, 2]))
+        >>> keys, labels = queue()
+        >>> labels.tolist()
+        [0, 1, 2]
+    """
+
+    def __init__(self, size: int, dim: int) -> None:
+        super().__init__()
+        if size < 1 or dim < 1:
+            raise ValueError(f"size and dim must be at least 1, got size={size}, dim={dim}")
+        self.register_buffer("keys", torch.zeros(size, dim))
+        self.register_buffer("labels", torch.full((size,), -1, dtype=torch.long))
+        self.register_buffer("position", torch.zeros((), dtype=torch.long))
+        self.register_buffer("written", torch.zeros(size, dtype=torch.bool))
+
+    @property
+    def size(self) -> int:
+        return len(self.labels)
+
+    @torch.no_grad()
+    def push(self, keys: Tensor, labels: Tensor) -> None:
+        """Write ``keys`` over the oldest slots (the last ``size`` of them when more are pushed)."""
+        if keys.dim() != 2 or keys.shape[1] != self.keys.shape[1] or labels.shape != keys.shape[:1]:
+            raise ValueError(f"expected keys [B, {self.keys.shape[1]}] and labels [B], "
+                             f"got {tuple(keys.shape)} and {tuple(labels.shape)}")
+        keys, labels = keys[-self.size:], labels[-self.size:]
+        slots = (self.position + torch.arange(len(keys), device=self.position.device)) % self.size
+        self.keys[slots] = keys.detach().to(self.keys.dtype)
+        self.labels[slots] = labels.to(self.labels.dtype)
+        self.written[slots] = True
+        self.position.copy_((self.position + len(keys)) % self.size)
+
+    def forward(self) -> tuple[Tensor, Tensor]:
+        order = (self.position + torch.arange(self.size, device=self.position.device)) % self.size
+        order = order[self.written[order]]
+        return self.keys[order], self.labels[order]
