@@ -119,9 +119,11 @@ def load_model_weights(path: str | Path) -> tuple[dict[str, Tensor], Path]:
         raise ConfigError(f"{path}: cannot load weights ({_reason(error)})") from None
 
 
-def load_into(module: torch.nn.Module, state_dict: dict[str, Tensor], source: Path, prefix: str = "") -> None:
-    """Load the tensors of ``state_dict`` under ``prefix`` into ``module``; a tensor that
-    is missing, left over or of another shape is named in a one-line ``ConfigError``."""
+def load_into(module: torch.nn.Module, state_dict: dict[str, Tensor], source: Path, prefix: str = "",
+              check_only: bool = False) -> None:
+    """Load the tensors of ``state_dict`` under ``prefix`` into ``module`` (with
+    ``check_only``, only check that they fit); a tensor that is missing, left over or of
+    another shape is named in a one-line ``ConfigError``."""
     given = {key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)}
     wanted = module.state_dict()
     missing = [key for key in wanted if key not in given]
@@ -133,10 +135,13 @@ def load_into(module: torch.nn.Module, state_dict: dict[str, Tensor], source: Pa
         raise ConfigError(f"{source}: tensor '{prefix}{extra[0]}' has no place in the model "
                           f"({len(extra)} such): the weights do not fit the config")
     for key, value in given.items():
+        if not isinstance(value, Tensor):
+            raise ConfigError(f"{source}: '{prefix}{key}' is a {type(value).__name__}, not a tensor")
         if value.shape != wanted[key].shape:
             raise ConfigError(f"{source}: tensor '{prefix}{key}' has shape {list(value.shape)}, "
                               f"the model's is {list(wanted[key].shape)}: the weights do not fit the config")
-    module.load_state_dict(given)
+    if not check_only:
+        module.load_state_dict(given)
 
 
 def save_outputs(path: Path, logits: Tensor, targets: Tensor) -> None:

@@ -177,8 +177,15 @@ def at_least(minimum: int):
     return parse
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with a usage error told in one line (exit 2) as every other error is."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="longtail", description="Long-tailed image classification: BCL and the field's methods."
     )
     parser.add_argument("--version", action="version", version=f"longtail {__version__}")

@@ -23,6 +23,7 @@ from longtail.data.longtail import PROFILES
 from longtail.data.samplers import SAMPLERS
 from longtail.data.transforms import parse_view
 from longtail.errors import ConfigError
+from longtail.files import read_text
 from longtail.losses import CLASSIFICATION_LOSSES
 from longtail.methods import METHODS, ClassifierMethod
 from longtail.models.backbones import check_backbone_name
@@ -386,9 +387,9 @@ def load_yaml(path: str | Path) -> dict:
     """A YAML mapping from ``path``; errors name the file and line."""
     path = Path(path)
     try:
-        text = path.read_text()
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read config ({error.strerror or error})") from None
+        text = read_text(path)
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read config ({getattr(error, 'strerror', None) or error})") from None
     try:
         values = yaml.safe_load(text)
     except yaml.YAMLError as error:

@@ -42,12 +42,31 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[Any]], None], mode: str = "w") -> None:
-    """Call ``write(file)`` on a temporary file, flush it to disk, rename it onto ``path``."""
-    with atomic_path(path) as temporary:
-        with open(temporary, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+    """Call ``write(file)`` on a temporary file, flush it to disk, rename it onto ``path``.
+
+    A write that fails (a full disk, a file-size limit) raises an ``OSError`` naming
+    ``path``; the previous file stays as it was and the temporary one is removed.
+    """
+    try:
+        with atomic_path(path) as temporary:
+            with open(temporary, mode) as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+    except (OSError, RuntimeError) as error:
+        cause = error if isinstance(error, OSError) else error.__context__  # torch.save wraps it
+        if not isinstance(cause, OSError):
+            raise
+        raise OSError(f"{path}: cannot write ({cause.strerror or cause}); the previous file is kept") from None
+
+
+def read_text(path: str | Path) -> str:
+    """The text of the regular file ``path``; ``OSError`` for anything else (reading a
+    FIFO named like a config would block the run)."""
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        raise OSError("not a regular file")
+    return path.read_text()
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -16,6 +16,7 @@ from longtail.data.images import read_image
 from longtail.data.readers import IMAGE_SUFFIXES
 from longtail.data.transforms import view_transform
 from longtail.errors import ConfigError
+from longtail.files import read_text
 from longtail.evaluation.posthoc import adjust_logits, prior
 from longtail.methods import ClassifierMethod
 from longtail.run import build_method
@@ -56,9 +57,11 @@ def deployment_prior(name: str, info: dict) -> torch.Tensor:
     if name == "train":
         return prior(counts)
     try:
-        weights = json.loads(Path(name).read_text())
+        weights = json.loads(read_text(name))
     except (OSError, ValueError) as error:
         raise ConfigError(f"--prior {name}: not uniform, train or a readable JSON file ({error})") from None
+    if not isinstance(weights, (dict, list)):
+        raise ConfigError(f"{name}: a prior is a list of weights or a mapping of class to weight")
     if isinstance(weights, dict):
         unknown = sorted(set(weights) - set(info["classes"]))
         if unknown:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -158,12 +159,22 @@ def environment(name: str, value: str) -> Iterator[None]:
 def shared_run_dir(config: Config) -> Path:
     """The run directory: ``$LONGTAIL_RUN_DIR`` when set (by the first process of a
     distributed run for the others, or by a user launching every process with torchrun
-    or SLURM), else a new one made by ``new_run_dir``."""
+    or SLURM), else a new one made by ``new_run_dir``.
+
+    Only the processes of one launch share a directory: the first process (rank 0)
+    refuses one that already holds a run, which a variable left set in the shell would
+    otherwise overwrite."""
     shared = os.environ.get(RUN_DIR_VARIABLE)
-    if shared:
-        Path(shared).mkdir(parents=True, exist_ok=True)
-        return Path(shared)
-    return new_run_dir(config)
+    if not shared:
+        return new_run_dir(config)
+    run_dir = Path(shared)
+    if is_rank_zero() and (run_dir / "config.yaml").exists():
+        raise ConfigError(
+            f"{RUN_DIR_VARIABLE}={shared} already holds a run: unset {RUN_DIR_VARIABLE} (it names the "
+            f"directory of one launch's processes), point it at a new directory, or --resume {shared}"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
 
 
 def new_run_dir(config: Config) -> Path:
@@ -354,9 +365,23 @@ def train(
         run_dir, resume_from = shared_run_dir(config), None
         if is_rank_zero():
             atomic_write_text(run_dir / "config.yaml", config.to_yaml())
-    fitted = fit(built, run_dir, resume_from, progress, callbacks)
+    else:
+        load_into(built.method, load_checkpoint(resume_from)["state_dict"], resume_from, check_only=True)
+    try:
+        fitted = fit(built, run_dir, resume_from, progress, callbacks)
+    except BaseException:
+        if resume is None and is_rank_zero():
+            remove_if_unstarted(run_dir)
+        raise
     outputs, tested = test(built, fitted, run_dir)
     return run_dir, write_run(built, fitted, outputs, tested, run_dir)
+
+
+def remove_if_unstarted(run_dir: Path) -> None:
+    """Remove the directory of a run that stopped before its first checkpoint: nothing in
+    it can be resumed or reported (a start refused by the trainer leaves only its config)."""
+    if not (run_dir / "checkpoints").exists():
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 #: Keys that a resumed run may change: they shape neither the data nor the training.
@@ -429,9 +454,10 @@ def evaluate(path: str | Path, progress: bool = True, features: bool = False, sp
 
     The data are those the checkpoint's config names, unless ``overrides`` (``data.*``
     keys only, e.g. ``data.root=...``) name others."""
+    data = nested_overrides(list(overrides), sections=("data",))
     checkpoint = load_checkpoint(path)
     info = checkpoint["longtail"]
-    config = from_dict(merge(info["config"], nested_overrides(list(overrides), sections=("data",))))
+    config = from_dict(merge(info["config"], data))
     splits = read_data(config)
     method = build_method(config, info["class_counts"], initialise=False)
     load_into(method, checkpoint["state_dict"], Path(path))

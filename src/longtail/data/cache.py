@@ -68,7 +68,7 @@ def cached(
     if meta_path.exists():
         try:
             return _load(images_path, meta_path)
-        except (OSError, ValueError, KeyError, EOFError) as error:
+        except (OSError, ValueError, KeyError, TypeError, EOFError) as error:
             warnings.warn(f"damaged cache entry {images_path} ({error}): rebuilding it", stacklevel=2)
     start = time.perf_counter()
     data = build()

@@ -10,9 +10,12 @@ from torch import Tensor
 
 def prior(counts: Sequence[float] | Tensor) -> Tensor:
     """A label prior from counts or weights (normalised to sum 1)."""
-    counts = torch.as_tensor(counts, dtype=torch.float64)
-    if counts.dim() != 1 or (counts <= 0).any():
-        raise ValueError("a prior needs one positive weight per class")
+    try:
+        counts = torch.as_tensor(counts, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError("a prior needs one positive number per class") from None
+    if counts.dim() != 1 or not (torch.isfinite(counts) & (counts > 0)).all() or not torch.isfinite(counts.sum()):
+        raise ValueError("a prior needs one positive, finite weight per class")
     return counts / counts.sum()
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from longtail.data.longtail import shot_groups
 from longtail.errors import ConfigError
+from longtail.files import read_text
 
 
 #: What ``metrics.json`` holds that ``report`` and ``compare`` read: key path -> type.
@@ -25,7 +26,7 @@ def read_metrics(run_dir: Path) -> dict:
     one-line ``ConfigError`` with the key it lacks."""
     path = Path(run_dir) / "metrics.json"
     try:
-        metrics = json.loads(path.read_text())
+        metrics = json.loads(read_text(path))
     except (OSError, UnicodeDecodeError, ValueError) as error:
         raise ConfigError(f"{path}: cannot read a finished run's metrics ({getattr(error, 'strerror', None) or error})") from None
     for keys, kind in METRICS_SCHEMA.items():
