@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -128,17 +129,36 @@ class ModelBound(Callback):
         self.seconds = state_dict["seconds"]
 
 
-def train_row(config: Config, run_dir: Path, bound: ModelBound) -> dict:
+def made_since(commit: str | None, since: str | None) -> bool:
+    """Whether ``commit`` is ``since`` or comes after it (always, without ``since``; never
+    for an unknown commit)."""
+    if since is None:
+        return True
+    if not commit:
+        return False
+    check = subprocess.run(["git", "merge-base", "--is-ancestor", since, commit], cwd=ROOT, capture_output=True)
+    return check.returncode == 0
+
+
+def train_row(config: Config, run_dir: Path, bound: ModelBound, since: str | None, commit: str) -> dict:
     """The metrics of the row's run in ``run_dir``, with ``bound`` holding its pairs of
     rates: read when it finished, continued from its last checkpoint when it was stopped,
-    else trained from the start."""
-    last = run_dir / "checkpoints" / "last.ckpt"
+    else trained from the start. A run started before ``since`` (its ``commit`` file)
+    is discarded and trained again."""
+    started, last = run_dir / "commit", run_dir / "checkpoints" / "last.ckpt"
+    if run_dir.exists() and not made_since(started.read_text().strip() if started.is_file() else None, since):
+        print(f"discarding {run_dir}: started before {since}", file=sys.stderr)
+        shutil.rmtree(run_dir)
+    elif run_dir.exists() and not last.is_file():  # stopped before its first checkpoint
+        shutil.rmtree(run_dir)
     if (run_dir / "metrics.json").is_file():
         bound.load_state_dict(load_checkpoint(last)["callbacks"][bound.state_key])
         return json.loads((run_dir / "metrics.json").read_text())
     if last.is_file():
         print(f"continuing {run_dir}", file=sys.stderr)
         return train(config, progress=True, resume=run_dir, callbacks=[bound])[1]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(started, commit + "\n")
     with environment(RUN_DIR_VARIABLE, str(run_dir)):
         return train(config, progress=True, callbacks=[bound])[1]
 
@@ -186,8 +206,9 @@ def write_tables(results: Path, name: str, result: dict) -> None:
         "",
         f"Command: `{result['command']}`",
         "",
-        "| method | precision | overall | many | medium | few | tail | wall s | images/s | bound images/s | fraction |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| method | precision | overall | many | medium | few | tail | wall s | images/s | bound images/s | fraction "
+        "| commit |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
 
     def percent(value):
@@ -198,7 +219,7 @@ def write_tables(results: Path, name: str, result: dict) -> None:
             f"| {row['method']} | {row['precision']} | {percent(row['overall'])} | {percent(row['many'])} "
             f"| {percent(row['medium'])} | {percent(row['few'])} | {percent(row['tail'])} "
             f"| {row['wall_s']:.0f} | {row['images_per_s']:.0f} "
-            f"| {row['bound_images_per_s']:.0f} | {row['fraction']:.2f} |"
+            f"| {row['bound_images_per_s']:.0f} | {row['fraction']:.2f} | {row.get('commit') or '-'} |"
         )
     lines += [
         "",
@@ -208,7 +229,8 @@ def write_tables(results: Path, name: str, result: dict) -> None:
         "(loading included, evaluation not). bound: the model-only bound (forward, backward "
         "and step on random tensors, no loading) timed after each epoch, their median. "
         "fraction: the median over the epochs of the epoch's rate over the bound timed after it. "
-        "wall s: training time, the bound's timings left out.",
+        "wall s: training time, the bound's timings left out. commit: the commit the row was "
+        "measured at (-: before rows recorded it).",
         "",
         *[f"- {line}" for line in ordering(result["rows"]) + result.get("notes", [])],
     ]
@@ -228,6 +250,9 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=ROOT / "benchmarks" / "runs",
                         help="where the runs go, one folder per row (resumed from there)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the tables go")
+    parser.add_argument("--since", metavar="COMMIT",
+                        help="measure again the rows made before COMMIT, a change that moves the results "
+                             "(rows without a commit count as older)")
     args = parser.parse_args()
     quiet_lightning()
 
@@ -257,7 +282,8 @@ def main() -> None:
                 result["notes"].append(note)
             continue
         for method_name in args.methods.split(","):
-            if any(r["method"] == method_name and r["precision"] == precision for r in result["rows"]):
+            measured = [r for r in result["rows"] if r["method"] == method_name and r["precision"] == precision]
+            if measured and made_since(measured[0].get("commit"), args.since):
                 print(f"{method_name} {precision}: already measured", file=sys.stderr)
                 continue
             run_dir = args.runs / name / f"{method_name}-{precision}-e{args.epochs}-b{args.batch_size}-s{args.seed}"
@@ -265,10 +291,10 @@ def main() -> None:
                             args.imbalance_factor, args.seed, precision, args.runs)
             print(f"{method_name} {precision}: training", file=sys.stderr)
             bound = ModelBound(config)
-            metrics = train_row(config, run_dir, bound)
+            metrics = train_row(config, run_dir, bound, args.since, result["commit"])
             pairs = list(bound.epochs.values())
             test = metrics["test"]
-            result["rows"].append({
+            row = {
                 "method": method_name, "precision": precision, "epochs": args.epochs,
                 "batch_size": args.batch_size, "overall": test["overall"], "many": test["many"],
                 "medium": test["medium"], "few": test["few"],
@@ -278,7 +304,11 @@ def main() -> None:
                 "bound_images_per_s": round(statistics.median(b for _, b in pairs), 1),
                 "fraction": round(statistics.median(p / b for p, b in pairs), 3),
                 "bound_epochs": len(pairs), "run_dir": str(run_dir), "commit": result["commit"],
-            })
+            }
+            if measured:  # the new row takes the older one's place
+                result["rows"][result["rows"].index(measured[0])] = row
+            else:
+                result["rows"].append(row)
             write_tables(args.results, name, result)
             print(f"{method_name} {precision}: {test['overall']:.1f}% overall; wrote {path}", file=sys.stderr)
     write_tables(args.results, name, result)

@@ -69,6 +69,28 @@ def test_a_stopped_row_continues_from_its_checkpoint(tmp_path):
     assert (row["bound_images_per_s"], row["fraction"]) == (first_row["bound_images_per_s"], first_row["fraction"])
 
 
+def test_rows_made_before_a_commit_are_measured_again_in_their_place(tmp_path):
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=SCRIPT.parent, capture_output=True,
+                          text=True).stdout.strip()
+    first_commit = subprocess.run(["git", "rev-list", "--max-parents=0", "HEAD"], cwd=SCRIPT.parent,
+                                  capture_output=True, text=True).stdout.split()[0]
+    bench(tmp_path, "--methods", "ce,balanced_softmax")
+    path = tmp_path / "results/digits_lt10.json"
+    table = json.loads(path.read_text())
+    table["rows"][0]["commit"] = first_commit[:7]  # as if made long ago
+    table["rows"][0]["overall"] = -1.0
+    path.write_text(json.dumps(table))
+    (tmp_path / "runs/digits_lt10/ce-32-e1-b64-s0/commit").write_text(first_commit + "\n")
+    kept = bench(tmp_path, "--methods", "ce,balanced_softmax", "--since", first_commit)
+    assert "ce 32: already measured" in kept.stderr
+    again = bench(tmp_path, "--methods", "ce,balanced_softmax", "--since", head)
+    assert "discarding" in again.stderr and "ce 32: training" in again.stderr
+    assert "balanced_softmax 32: already measured" in again.stderr
+    rows = json.loads(path.read_text())["rows"]
+    assert [row["method"] for row in rows] == ["ce", "balanced_softmax"]
+    assert rows[0]["commit"] == head and rows[0]["overall"] >= 0
+
+
 def test_the_views_benchmark_writes_its_table(tmp_path):
     script = Path(__file__).parents[1] / "benchmarks" / "views.py"
     result = subprocess.run(

@@ -57,6 +57,9 @@ def test_each_method_brings_its_loss_and_classifier_unless_the_config_names_them
         (["method.name=[bcl]"], ["method.name", "['bcl']"]),
         (["model.hidden_dim=0"], ["model.hidden_dim", "0"]),
         (["method.name=crt"], ["model.init_from", "crt"]),
+        (["method.name=logit_adjustment", "loss.name=ce"], ["loss.name", "method.name=supervised"]),
+        (["loss.tau=nan"], ["loss.tau", "finite"]),
+        (["optim.lr=inf"], ["optim.lr", "finite"]),
     ],
 )
 def test_keys_of_the_wrong_method_or_loss_are_named(overrides, words):
@@ -124,6 +127,15 @@ def test_every_shipped_config_loads(monkeypatch):
         # the CIFAR recipes point at ../shared/data, which may be absent: check the rest
         config = load_config([path], ["data.root=null", "data.format=digits"])
         assert config.optim.epochs >= 1
+
+
+def test_a_method_named_in_short_drops_the_earlier_loss_too(tmp_path):
+    recipe = tmp_path / "bcl.yaml"
+    recipe.write_text("method: bcl\nloss:\n  name: logit_adjusted\n  tau: 2.0\n")
+    short = tmp_path / "ce.yaml"
+    short.write_text("method: ce\n")
+    assert load_config([recipe, short]).loss == {"name": "ce"}
+    assert load_config([recipe], ["method=ce"]).loss == {"name": "ce"}
 
 
 def test_naming_another_method_drops_the_earlier_methods_keys(tmp_path):

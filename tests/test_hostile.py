@@ -175,6 +175,8 @@ def test_a_decompression_bomb_is_refused_or_skipped_by_name(tmp_path, capsys, mo
     ("data.num_workers=-1", "data.num_workers"),
     ("model.hidden_dim=0", "model.hidden_dim"),
     ("method.name=[bcl]", "method.name"),
+    ("method.alpha=-1", "method 'bcl'"),
+    ("loss.tau=-1", "loss 'logit_adjusted'"),
 ])
 def test_bad_config_values_name_their_key(capsys, tmp_path, monkeypatch, override, key):
     monkeypatch.chdir(tmp_path)

@@ -7,6 +7,7 @@ Nothing here unpickles arbitrary objects: Lightning checkpoints are read with
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import warnings
 from pathlib import Path
@@ -73,9 +74,24 @@ def check_run_info(info, path: Path) -> None:
     for key, kind in RUN_INFO.items():
         if not isinstance(info.get(key), kind):
             raise ConfigError(f"{path}: not a longtail checkpoint (its run information lacks '{key}')")
-    if len(info["classes"]) != len(info["class_counts"]):
-        raise ConfigError(f"{path}: not a longtail checkpoint ({len(info['classes'])} classes, "
-                          f"{len(info['class_counts'])} class counts)")
+    problems = {
+        "classes": not info["classes"] or not all(isinstance(c, str) for c in info["classes"]),
+        "class_counts": len(info["class_counts"]) != len(info["classes"])
+        or not all(isinstance(n, int) and n >= 0 for n in info["class_counts"]),
+        "mean": not _finite_triple(info["mean"], 0),
+        "std": not _finite_triple(info["std"], 1e-12),
+        "image_size": not 1 <= info["image_size"] <= 65536,
+    }
+    for key, bad in problems.items():
+        if bad:
+            raise ConfigError(f"{path}: not a longtail checkpoint (its run information's '{key}' is "
+                              f"{str(info[key])[:60]})")
+
+
+def _finite_triple(values: list, minimum: float) -> bool:
+    """Three finite numbers of at least ``minimum``: a per-channel statistic."""
+    return len(values) == 3 and all(isinstance(v, (int, float)) and math.isfinite(v) and v >= minimum
+                                    for v in values)
 
 
 def save_weights(path: Path, state_dict: dict[str, Tensor], info: dict) -> None:
@@ -103,14 +119,19 @@ def load_weights(path: Path) -> tuple[dict[str, Tensor], dict]:
     return state_dict, info
 
 
-def load_model_weights(path: str | Path) -> tuple[dict[str, Tensor], Path]:
-    """The weights of a run directory (its ``model.safetensors``, else the checkpoint it
-    tested), a ``.safetensors`` or a ``.ckpt`` file, and the file they came from."""
+def weights_file(path: str | Path) -> Path:
+    """The file of a model's weights: a run directory's ``model.safetensors``, else the
+    checkpoint it tested (``run_checkpoint``); a file as it is."""
     path = Path(path)
-    if path.is_dir() and (path / "model.safetensors").is_file():
-        path = path / "model.safetensors"
-    elif path.is_dir():
-        path = run_checkpoint(path)
+    if not path.is_dir():
+        return path
+    return path / "model.safetensors" if (path / "model.safetensors").is_file() else run_checkpoint(path)
+
+
+def load_model_weights(path: str | Path) -> tuple[dict[str, Tensor], Path]:
+    """The weights of a run directory, a ``.safetensors`` (any: its metadata is not read)
+    or a ``.ckpt`` file (``weights_file``), and the file they came from."""
+    path = weights_file(path)
     if path.suffix != ".safetensors":
         return load_checkpoint(path)["state_dict"], path
     try:
@@ -150,9 +171,18 @@ def save_outputs(path: Path, logits: Tensor, targets: Tensor) -> None:
         save_file({"logits": logits.contiguous(), "targets": targets.contiguous()}, str(temporary))
 
 
-def load_outputs(path: Path) -> tuple[Tensor, Tensor]:
+def load_outputs(path: Path, num_classes: int) -> tuple[Tensor, Tensor]:
+    """The test logits ``[N, C]`` and targets ``[N]`` of ``save_outputs``, checked to be
+    of ``num_classes`` classes; a damaged or foreign file is named."""
     try:
         outputs = load_file(str(path))
-        return outputs["logits"], outputs["targets"]
+        logits, targets = outputs["logits"], outputs["targets"]
     except (SafetensorError, OSError, KeyError) as error:
         raise ConfigError(f"{path}: cannot load test outputs ({_reason(error)})") from None
+    fits = (logits.dim() == 2 and logits.shape[1] == num_classes and logits.is_floating_point()
+            and targets.shape == logits.shape[:1] and not targets.is_floating_point()
+            and (len(targets) == 0 or 0 <= int(targets.min()) <= int(targets.max()) < num_classes))
+    if not fits:
+        raise ConfigError(f"{path}: not the test outputs of a run of {num_classes} classes "
+                          f"(logits {list(logits.shape)}, targets {list(targets.shape)})")
+    return logits, targets.long()

@@ -35,7 +35,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     evaluation = evaluate(args.path, progress=not args.no_progress, overrides=args.overrides)
     info, method, outputs = evaluation.info, evaluation.method, evaluation.outputs
-    many, few = info["config"]["eval"]["many"], info["config"]["eval"]["few"]
+    many, few = evaluation.config.eval.many, evaluation.config.eval.few
     results = evaluation.results
     if args.resample:
         results = summarize(outputs.logits, outputs.targets, info["class_counts"], many, few,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -119,8 +120,9 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-#: Arguments of a loss that the run supplies, not the config's ``loss`` section.
-SUPPLIED_LOSS_ARGUMENTS = {"class_counts", "num_classes", "weight"}
+#: Arguments of a loss that are not ``loss.*`` keys: the run supplies the class counts;
+#: per-class weights are set by a method (deferred re-weighting) or a user of the Python API.
+SUPPLIED_LOSS_ARGUMENTS = {"class_counts", "weight"}
 #: Arguments of a method that come from the ``model`` section.
 MODEL_ARGUMENTS = {"feat_dim", "hidden_dim"}
 
@@ -201,6 +203,8 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             number = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         if annotation is int:
             if not number.is_integer():
                 raise ConfigError(f"{key}: expected an integer, got {value!r}")
@@ -342,8 +346,6 @@ def validate(config: Config, check_paths: bool = True) -> None:
     _check("model.init_from", init_from is not None or not method.needs_init_from,
            f"method {config.method['name']!r} starts from a trained backbone: "
            "set model.init_from=RUN_DIR (an earlier run) or a .safetensors file")
-    _check("model.init_from", init_from is None or not check_paths or Path(init_from).exists(),
-           f"no such run directory or file: {init_from}")
     try:
         config.optim.validate()
     except ValueError as error:
@@ -423,6 +425,7 @@ def merge(base: dict, update: dict) -> dict:
     earlier ``loss`` section, which was chosen for that method (the update's own ``loss``
     keys stay).
     """
+    base, update = _named(base), _named(update)
     merged = dict(base)
     if _switches("method", base, update):
         merged.pop("loss", None)
@@ -432,6 +435,12 @@ def merge(base: dict, update: dict) -> dict:
         else:
             merged[key] = value
     return merged
+
+
+def _named(values: dict) -> dict:
+    """``method: ce`` (or ``loss: ce``) as the section it stands for, ``{name: ce}``."""
+    return {key: {"name": value} if key in ("method", "loss") and isinstance(value, str) else value
+            for key, value in values.items()}
 
 
 def _switches(key: str, base: dict, update: dict) -> bool:
@@ -459,8 +468,11 @@ def from_dict(values: dict, check_paths: bool = True) -> Config:
                 raise ConfigError(f"{key}: expected a section of keys, got {value!r}")
             kwargs[key] = _build_section(typing.get_type_hints(Config)[key], value, key)
     method = _build_named("method", _section(values.get("method"), "method"), METHODS, "bcl", method_options)
-    loss = _build_named("loss", _section(values.get("loss"), "loss"), CLASSIFICATION_LOSSES,
-                        METHODS[method["name"]].loss, loss_options)
+    entry = METHODS[method["name"]]
+    loss = _build_named("loss", _section(values.get("loss"), "loss"), CLASSIFICATION_LOSSES, entry.loss, loss_options)
+    if entry.loss_is_the_method and loss["name"] != entry.loss:
+        raise ConfigError(f"loss.name: method {method['name']!r} is one branch trained with loss {entry.loss!r}; "
+                          f"for loss {loss['name']!r} use method.name=supervised loss.name={loss['name']}")
     config = Config(**kwargs, method=method, loss=loss)
     if config.model.classifier is None:
         config.model.classifier = method_class(method["name"]).default_classifier

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from longtail.checkpoints import load_checkpoint, load_into
+from longtail.checkpoints import load_checkpoint, load_into, weights_file
 from longtail.config import from_dict
 from longtail.data.module import default_num_workers
 from longtail.data.images import read_image
@@ -25,9 +25,7 @@ from longtail.run import build_method
 def load_model(path: str | Path) -> tuple[ClassifierMethod, dict]:
     """The trained method and its run information, from a checkpoint, a weights file or
     a run directory (its ``model.safetensors``, else its last checkpoint)."""
-    path = Path(path)
-    if path.is_dir() and (path / "model.safetensors").is_file():
-        path = path / "model.safetensors"
+    path = weights_file(path)
     checkpoint = load_checkpoint(path)
     info = checkpoint["longtail"]
     method = build_method(from_dict(info["config"], check_paths=False), info["class_counts"], initialise=False)

@@ -26,7 +26,14 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch import nn
 
-from longtail.checkpoints import load_checkpoint, load_into, load_model_weights, save_outputs, save_weights
+from longtail.checkpoints import (
+    load_checkpoint,
+    load_into,
+    load_model_weights,
+    run_checkpoint,
+    save_outputs,
+    save_weights,
+)
 from longtail.config import (
     Config,
     from_dict,
@@ -64,13 +71,17 @@ def build_parts(config: Config, class_counts: Sequence[int]) -> dict[str, nn.Mod
     with ``class_counts``."""
     backbone = build_backbone(config.model.backbone)
     classifier = build_classifier(config.model.classifier, backbone.num_features, len(class_counts))
-    loss = CLASSIFICATION_LOSSES[config.loss["name"]](class_counts, **loss_arguments(config))
+    try:
+        loss = CLASSIFICATION_LOSSES[config.loss["name"]](class_counts, **loss_arguments(config))
+    except ValueError as error:
+        raise ConfigError(f"loss {config.loss['name']!r}: {error}") from None
     return {"backbone": backbone, "classifier": classifier, "loss": loss}
 
 
 def initialise_from(parts: dict[str, nn.Module], path: str | Path, classifier: bool = False) -> None:
     """Load the backbone (and with ``classifier`` the classifier) of ``parts`` from an
-    earlier run's weights: a run directory, a ``.safetensors`` or a ``.ckpt`` file."""
+    earlier run's weights: a run directory, a ``.safetensors`` or a ``.ckpt`` file. Only
+    training reads it: evaluation and ``--resume`` take the weights from the checkpoint."""
     if not Path(path).exists():
         raise ConfigError(f"model.init_from: no such run directory or file: {path}")
     state_dict, source = load_model_weights(path)
@@ -85,12 +96,15 @@ def build_method(config: Config, class_counts: Sequence[int], initialise: bool =
     parts = build_parts(config, class_counts)
     if initialise and config.model.init_from is not None:
         initialise_from(parts, config.model.init_from, config.model.init_classifier)
-    return method_class(config.method["name"])(
-        **parts,
-        optimizer=config.optim.build,
-        skip_nonfinite=config.trainer.skip_nonfinite,
-        **method_arguments(config),
-    )
+    try:
+        return method_class(config.method["name"])(
+            **parts,
+            optimizer=config.optim.build,
+            skip_nonfinite=config.trainer.skip_nonfinite,
+            **method_arguments(config),
+        )
+    except ValueError as error:
+        raise ConfigError(f"method {config.method['name']!r}: {error}") from None
 
 
 @dataclass
@@ -115,12 +129,13 @@ class Built:
         }
 
 
-def build(config: Config) -> Built:
-    """Seed, read the data, build the method and the data module of ``config``."""
+def build(config: Config, initialise: bool = True) -> Built:
+    """Seed, read the data, build the method and the data module of ``config`` (its
+    parts from ``model.init_from`` with ``initialise``)."""
     L.seed_everything(config.seed, workers=True, verbose=False)
     data = config.data
     splits = read_data(config)
-    method = build_method(config, splits.train.counts())
+    method = build_method(config, splits.train.counts(), initialise)
     datamodule = LongTailDataModule(
         splits,
         views=data.views[: method.num_views],
@@ -168,13 +183,20 @@ def shared_run_dir(config: Config) -> Path:
     if not shared:
         return new_run_dir(config)
     run_dir = Path(shared)
-    if is_rank_zero() and (run_dir / "config.yaml").exists():
+    if first_process() and (run_dir / "config.yaml").exists():
         raise ConfigError(
             f"{RUN_DIR_VARIABLE}={shared} already holds a run: unset {RUN_DIR_VARIABLE} (it names the "
             f"directory of one launch's processes), point it at a new directory, or --resume {shared}"
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+def first_process() -> bool:
+    """True in the first process of a launch: rank 0 on node 0 by every launcher's
+    variables (torchrun, SLURM, Lightning's own), or the only process."""
+    variables = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
+    return all(os.environ.get(name, "0") == "0" for name in variables)
 
 
 def new_run_dir(config: Config) -> Path:
@@ -247,16 +269,16 @@ class Fitted:
 def fit(
     built: Built,
     run_dir: Path,
-    resume_from: Path | None = None,
+    resume_from: tuple[Path, int] | None = None,
     progress: bool = True,
     callbacks: Sequence[Callback] = (),
 ) -> Fitted:
     """Train ``built.method`` with its checkpoints, curves and TensorBoard events in
-    ``run_dir``, from the start or from the checkpoint ``resume_from``."""
+    ``run_dir``, from the start or from ``resume_from``: a checkpoint and its step."""
     config, datamodule = built.config, built.datamodule
-    earlier_curves = []
+    earlier_curves, checkpoint = [], None
     if resume_from is not None:
-        resumed_step = load_checkpoint(resume_from)["global_step"]
+        checkpoint, resumed_step = resume_from
         datamodule.resume_at(resumed_step)
         earlier_curves = read_curves(run_dir / "metrics.csv", until_step=resumed_step)
     checkpoints = run_dir / "checkpoints"
@@ -293,7 +315,7 @@ def fit(
         log_every_n_steps=min(50, datamodule.steps_per_epoch),
     )
     with environment(RUN_DIR_VARIABLE, str(run_dir)):  # for the processes DDP starts
-        trainer.fit(built.method, datamodule=datamodule, ckpt_path=resume_from)
+        trainer.fit(built.method, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
         wall_s = throughput.wall_s
         trainer.save_checkpoint(checkpoints / "last.ckpt")
     return Fitted(trainer, throughput, evaluation, wall_s)
@@ -302,12 +324,10 @@ def fit(
 def test(built: Built, fitted: Fitted, run_dir: Path) -> tuple[Outputs, Path]:
     """Test the fitted method: the checkpoint chosen on the validation split when the data
     has one, else the last. Returns the test outputs and the checkpoint tested."""
-    checkpoints = run_dir / "checkpoints"
-    best = checkpoints / "best.ckpt"
-    tested = best if built.splits.val is not None and best.is_file() else checkpoints / "last.ckpt"
+    tested = run_checkpoint(run_dir)  # best.ckpt exists with a validation split only
     with environment(RUN_DIR_VARIABLE, str(run_dir)):
-        fitted.trainer.test(built.method, datamodule=built.datamodule, verbose=False,
-                            ckpt_path=str(tested) if tested == best else None)
+        fitted.trainer.test(built.method, datamodule=built.datamodule, verbose=False, weights_only=True,
+                            ckpt_path=str(tested) if tested.name == "best.ckpt" else None)
     return fitted.evaluation.test, tested
 
 
@@ -359,44 +379,58 @@ def train(
     """
     if resume is not None:
         run_dir = Path(resume)
-        config, resume_from = resumable(run_dir)
-    built = build(config)
-    if resume is None:
+        config, checkpoint = resumable(run_dir)
+        built = build(config, initialise=False)  # the checkpoint holds the weights
+        load_into(built.method, checkpoint["state_dict"], run_dir / LAST, check_only=True)
+        resume_from = (run_dir / LAST, checkpoint["global_step"])
+    else:
+        built = build(config)
+        named = os.environ.get(RUN_DIR_VARIABLE)
+        new = not named or not Path(named).exists()
         run_dir, resume_from = shared_run_dir(config), None
         if is_rank_zero():
             atomic_write_text(run_dir / "config.yaml", config.to_yaml())
-    else:
-        load_into(built.method, load_checkpoint(resume_from)["state_dict"], resume_from, check_only=True)
     try:
         fitted = fit(built, run_dir, resume_from, progress, callbacks)
     except BaseException:
         if resume is None and is_rank_zero():
-            remove_if_unstarted(run_dir)
+            remove_unstarted(run_dir, whole=new)
         raise
     outputs, tested = test(built, fitted, run_dir)
     return run_dir, write_run(built, fitted, outputs, tested, run_dir)
 
 
-def remove_if_unstarted(run_dir: Path) -> None:
-    """Remove the directory of a run that stopped before its first checkpoint: nothing in
-    it can be resumed or reported (a start refused by the trainer leaves only its config)."""
-    if not (run_dir / "checkpoints").exists():
+def remove_unstarted(run_dir: Path, whole: bool) -> None:
+    """Remove what a run that stopped before its first checkpoint wrote: nothing of it can
+    be resumed or reported. ``whole``: the run made the directory, which goes too; else
+    (a directory the user named) only the run's own files go."""
+    if (run_dir / "checkpoints").exists():
+        return
+    if whole:
         shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    for name in ("config.yaml", "metrics.csv", "hparams.yaml", "tensorboard"):
+        path = run_dir / name
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 #: Keys that a resumed run may change: they shape neither the data nor the training.
 RESUME_MAY_CHANGE = {"data.num_workers", "data.cache", "data.cache_dir", "trainer.checkpoint_every", "out_dir"}
 
 
-def resumable(run_dir: Path) -> tuple[Config, Path]:
+#: A run's last checkpoint, in its directory.
+LAST = Path("checkpoints") / "last.ckpt"
+
+
+def resumable(run_dir: Path) -> tuple[Config, dict]:
     """The config and last checkpoint of a run to resume. A config edited since the
     checkpoint is refused, naming a changed key: the run would not continue as it began.
     Temporary files left by a kill during a write are removed."""
-    checkpoint = run_dir / "checkpoints" / "last.ckpt"
-    if not checkpoint.is_file():
-        raise ConfigError(f"{run_dir}: no checkpoints/last.ckpt to resume from")
+    if not (run_dir / LAST).is_file():
+        raise ConfigError(f"{run_dir}: no {LAST} to resume from")
     config = load_config([run_dir / "config.yaml"])
-    stored = _flatten(load_checkpoint(checkpoint)["longtail"]["config"])
+    checkpoint = load_checkpoint(run_dir / LAST)
+    stored = _flatten(checkpoint["longtail"]["config"])
     current = _flatten(config.to_dict())
     for key in sorted((set(stored) | set(current)) - RESUME_MAY_CHANGE):
         if stored.get(key) != current.get(key):
@@ -404,8 +438,9 @@ def resumable(run_dir: Path) -> tuple[Config, Path]:
                 f"{run_dir / 'config.yaml'}: {key} changed since the checkpoint ({stored.get(key)!r} -> "
                 f"{current.get(key)!r}); resuming would not continue the same run: restore it, or start a new run"
             )
-    for leftover in run_dir.rglob(".*.tmp"):
-        leftover.unlink(missing_ok=True)
+    if is_rank_zero():  # another process may be writing one
+        for leftover in run_dir.rglob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
     return config, checkpoint
 
 
@@ -441,6 +476,7 @@ class Evaluation:
     and their summary (``longtail.evaluation.summarize``)."""
 
     info: dict
+    config: Config
     method: ClassifierMethod
     outputs: Outputs
     results: dict
@@ -470,4 +506,4 @@ def evaluate(path: str | Path, progress: bool = True, features: bool = False, sp
     trainer.test(method, datamodule=datamodule, verbose=False)
     outputs = collector.test
     results = summarize(outputs.logits, outputs.targets, info["class_counts"], config.eval.many, config.eval.few)
-    return Evaluation(info, method, outputs, results)
+    return Evaluation(info, config, method, outputs, results)

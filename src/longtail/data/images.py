@@ -28,13 +28,13 @@ def open_image(path: Path):
     """``PIL.Image.open`` of a regular file (a FIFO or a device would block the run), its
     header read. Every refusal is an ``OSError``: an image whose header claims more pixels
     than Pillow's limit (a decompression bomb) too."""
-    from PIL import Image
-
     if not Path(path).is_file():
         raise OSError("not a regular file")
     try:
-        return Image.open(path)
-    except Image.DecompressionBombError as error:
+        with warnings.catch_warnings():  # Pillow only warns between its limit and twice it
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise OSError(f"refused as a decompression bomb: {error}") from None
 
 

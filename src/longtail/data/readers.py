@@ -61,13 +61,15 @@ class CifarUnpickler(pickle.Unpickler):
 def read_cifar_pickle(path: Path) -> dict:
     """A CIFAR pickle: a dict, read with ``CifarUnpickler``; errors name the file."""
     try:
+        if not path.is_file():  # a FIFO would block the read
+            raise OSError("not a regular file")
         with open(path, "rb") as f:
             values = CifarUnpickler(f, encoding="latin1").load()
     except OSError as error:
         raise ValueError(f"{path}: cannot read ({error.strerror or error})") from None
     except pickle.UnpicklingError as error:
         raise ValueError(f"{path}: refused, not a CIFAR file: {error}; nothing in it was run") from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError) as error:
+    except Exception as error:  # a damaged pickle raises almost any type
         raise ValueError(f"{path}: not a readable CIFAR file ({type(error).__name__}: {error})") from None
     if not isinstance(values, dict):
         raise ValueError(f"{path}: not a CIFAR file (a {type(values).__name__}, not a dict)")
@@ -80,7 +82,7 @@ def _read_cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarra
         data = np.asarray(batch["data"], dtype=np.uint8)
         labels = np.asarray(batch[label_key], dtype=np.int64)
         images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    except (KeyError, ValueError, TypeError) as error:
+    except (KeyError, ValueError, TypeError, OverflowError) as error:
         raise ValueError(f"{path}: not a CIFAR batch ({type(error).__name__}: {error})") from None
     if len(images) != len(labels):
         raise ValueError(f"{path}: not a CIFAR batch ({len(images)} images, {len(labels)} labels)")

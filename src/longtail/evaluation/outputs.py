@@ -65,8 +65,7 @@ class EvaluationOutputs(Callback):
             if results[key] is not None:
                 pl_module.log(f"val/{key}", results[key], prog_bar=key == "overall")
 
-    def on_test_epoch_start(self, trainer, pl_module) -> None:
-        self._batches = []
+    on_test_epoch_start = on_validation_epoch_start
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         self._keep(outputs, self.features)

@@ -19,7 +19,7 @@ from longtail.curves import read_curves  # noqa: E402
 from longtail.errors import ConfigError  # noqa: E402
 from longtail.evaluation.calibration import reliability  # noqa: E402
 from longtail.evaluation.tables import read_metrics  # noqa: E402
-from longtail.files import atomic_write_text  # noqa: E402
+from longtail.files import atomic_write_text, read_text  # noqa: E402
 
 SHOT_COLOURS = {"many": "#4c72b0", "medium": "#dd8452", "few": "#c44e52"}
 
@@ -162,11 +162,11 @@ def build_report(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     metrics = read_metrics(run_dir)
     try:
-        config = (run_dir / "config.yaml").read_text()
+        config = read_text(run_dir / "config.yaml")
     except (OSError, ValueError) as error:
         raise ConfigError(f"{run_dir}: not a finished run ({error})") from None
-    logits, targets = load_outputs(run_dir / "test_outputs.safetensors")
     test, classes = metrics["test"], metrics["classes"]
+    logits, targets = load_outputs(run_dir / "test_outputs.safetensors", len(classes))
     matrix = confusion(logits, targets, len(classes))
 
     def fmt(value):

@@ -39,13 +39,24 @@ def read_metrics(run_dir: Path) -> dict:
     for key in ("overall", "many", "medium", "few", "agnostic_mean"):
         if not isinstance(metrics["test"].get(key), (Number, type(None))):
             raise ConfigError(f"{path}: not a finished run's metrics ('test.{key}' is not a number)")
+    classes = len(metrics["classes"])
+    for keys in (("train_counts",), ("shot_groups",), ("test", "per_class")):
+        values = metrics[keys[0]] if len(keys) == 1 else metrics["test"][keys[1]]
+        kinds = (str,) if keys == ("shot_groups",) else (Number, type(None))
+        if len(values) != classes or not all(isinstance(v, kinds) for v in values):
+            raise ConfigError(f"{path}: not a finished run's metrics ('{'.'.join(keys)}' does not "
+                              f"hold one value per class of {classes})")
     return metrics
 
 
 def run_names(run_dirs: list[Path]) -> list[str]:
-    """A row name per run: its folder's name, or the path as given where two names agree."""
+    """A row name per run: its folder's name, or the path as given where two names agree
+    (numbered where a path is given twice)."""
     names = [Path(d).name for d in run_dirs]
-    return names if len(set(names)) == len(names) else [str(d) for d in run_dirs]
+    if len(set(names)) < len(names):
+        names = [str(d) for d in run_dirs]
+    return [name if names.count(name) == 1 else f"{name} ({names[:i].count(name) + 1})"
+            for i, name in enumerate(names)]
 
 
 def percent(value: float | None, width: int = 5) -> str:

@@ -5,7 +5,8 @@ from longtail.losses.queue import LabelledQueue
 from longtail.losses.rebalancing import BalancedSoftmaxLoss, CrossEntropyLoss, LogitAdjustedLoss
 
 #: Losses on logits, ``forward(logits, targets)``, by the name ``loss.name`` gives. Each
-#: takes ``class_counts`` and ``weight`` from the run; its other arguments are ``loss.*`` keys.
+#: takes ``class_counts`` (the run supplies them) and ``weight`` (per-class weights, set by a
+#: method or a user of the Python API); its other arguments are ``loss.*`` keys.
 CLASSIFICATION_LOSSES = {
     "balanced_softmax": BalancedSoftmaxLoss,
     "ce": CrossEntropyLoss,

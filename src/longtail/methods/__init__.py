@@ -10,12 +10,13 @@ from longtail.methods.supervised import Supervised
 
 
 class MethodEntry(NamedTuple):
-    """A method by name: its class, a line with its paper, and its ``loss.name`` when the
-    config names none."""
+    """A method by name: its class, a line with its paper, its ``loss.name`` when the config
+    names none, and whether that loss is the method itself (a baseline named by its loss)."""
 
     method: type[ClassifierMethod]
     description: str
     loss: str
+    loss_is_the_method: bool = False
 
 
 #: Methods by the name ``method.name`` gives.
@@ -26,12 +27,13 @@ METHODS = {
         "contrastive branch (Zhu et al., CVPR 2022)",
         "logit_adjusted",
     ),
-    "ce": MethodEntry(Supervised, "cross-entropy baseline, one branch", "ce"),
+    "ce": MethodEntry(Supervised, "cross-entropy baseline, one branch", "ce", True),
     "logit_adjustment": MethodEntry(
-        Supervised, "logit-adjusted cross-entropy, one branch (Menon et al., ICLR 2021)", "logit_adjusted"
+        Supervised, "logit-adjusted cross-entropy, one branch (Menon et al., ICLR 2021)", "logit_adjusted", True
     ),
     "balanced_softmax": MethodEntry(
-        Supervised, "balanced softmax cross-entropy, one branch (Ren et al., NeurIPS 2020)", "balanced_softmax"
+        Supervised, "balanced softmax cross-entropy, one branch (Ren et al., NeurIPS 2020)", "balanced_softmax",
+        True,
     ),
     "supervised": MethodEntry(Supervised, "one branch with any classification loss: loss.name=<name>", "ce"),
     "crt": MethodEntry(

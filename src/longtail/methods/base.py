@@ -123,6 +123,12 @@ class ClassifierMethod(L.LightningModule):
         self._keep_frozen_in_eval_mode()
         return self
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["skipped_steps"] = self.skipped_steps  # a resumed run keeps its allowance used
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.skipped_steps = checkpoint.get("skipped_steps", 0)
+
     def _check_finite(self, terms: dict[str, Tensor]) -> bool:
         """True when every term is finite; False for a step to skip; raises past the limit."""
         bad = {name: value.item() for name, value in terms.items() if not torch.isfinite(value)}

@@ -17,7 +17,7 @@ class BCL(ClassifierMethod):
       Recognition", CVPR 2022, https://arxiv.org/abs/2207.09052
 
     One backbone feeds two branches. The classifier branch sees the first view and is
-    trained with logit-adjusted cross-entropy. The contrastive branch projects the
+    trained with the method's loss (logit-adjusted cross-entropy in the paper). The contrastive branch projects the
     other views with an MLP, L2-normalises them, and trains them with
     ``BalancedContrastiveLoss``; the class prototypes are the classifier's weights
     passed through a second MLP and L2-normalised. The objective is
@@ -46,6 +46,9 @@ class BCL(ClassifierMethod):
         **parts,
     ) -> None:
         super().__init__(**parts)
+        for name, value in (("alpha", alpha), ("beta", beta)):
+            if value < 0:
+                raise ValueError(f"{name} must be non-negative, got {value}")
         self.alpha, self.beta = alpha, beta
         features = self.backbone.num_features
         self.projection = ProjectionMLP(features, hidden_dim, feat_dim)
