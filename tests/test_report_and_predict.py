@@ -152,6 +152,7 @@ def test_a_tampered_checkpoint_gets_a_clear_error_and_runs_no_code(runs, tmp_pat
         result = longtail(*command, cwd=cwd)
         assert result.returncode == 2
         assert "evil.ckpt" in result.stderr and "Traceback" not in result.stderr
+        assert "refused: the file holds code" in result.stderr and "weights_only" not in result.stderr
     assert not marker.exists()
 
 
