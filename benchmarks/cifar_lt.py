@@ -196,19 +196,20 @@ def ordering(rows: list[dict]) -> list[str]:
 def write_tables(results: Path, name: str, result: dict) -> None:
     atomic_write_text(results / f"{name}.json", json.dumps(result, indent=2) + "\n")
     machine, many, few = result["machine"], result["shots"]["many"], result["shots"]["few"]
+    earlier_capability = result.get("earlier_capability", machine["capability"])  # rows before it was recorded
     lines = [
         f"# {result['dataset']}, imbalance factor {result['imbalance_factor']:g}: "
         f"{result['epochs']} epochs, batch {result['batch_size']}",
         "",
-        f"Machine: {machine['cpu']}, {machine['cores']} cores, capability {machine['capability']}, "
-        f"native bf16 {machine['native_bf16']}, GPU {machine['gpu']}; torch {machine['torch']}. "
+        f"Machine of the latest rows: {machine['cpu']}, {machine['cores']} cores, capability "
+        f"{machine['capability']}, native bf16 {machine['native_bf16']}, GPU {machine['gpu']}; torch {machine['torch']}. "
         f"Tables written at commit {result['commit']}.",
         "",
         f"Command: `{result['command']}`",
         "",
         "| method | precision | overall | many | medium | few | tail | wall s | images/s | bound images/s | fraction "
-        "| commit |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| commit | CPU |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
 
     def percent(value):
@@ -219,7 +220,8 @@ def write_tables(results: Path, name: str, result: dict) -> None:
             f"| {row['method']} | {row['precision']} | {percent(row['overall'])} | {percent(row['many'])} "
             f"| {percent(row['medium'])} | {percent(row['few'])} | {percent(row['tail'])} "
             f"| {row['wall_s']:.0f} | {row['images_per_s']:.0f} "
-            f"| {row['bound_images_per_s']:.0f} | {row['fraction']:.2f} | {row.get('commit') or '-'} |"
+            f"| {row['bound_images_per_s']:.0f} | {row['fraction']:.2f} | {row.get('commit') or '-'} "
+            f"| {row.get('capability', earlier_capability)} |"
         )
     lines += [
         "",
@@ -230,7 +232,8 @@ def write_tables(results: Path, name: str, result: dict) -> None:
         "and step on random tensors, no loading) timed after each epoch, their median. "
         "fraction: the median over the epochs of the epoch's rate over the bound timed after it. "
         "wall s: training time, the bound's timings left out. commit: the commit the row was "
-        "measured at (-: before rows recorded it).",
+        "measured at (-: before rows recorded it). CPU: the capability of the machine that measured "
+        "the row (rows from different CPUs compare by their fraction, not their images/s).",
         "",
         *[f"- {line}" for line in ordering(result["rows"]) + result.get("notes", [])],
     ]
@@ -266,6 +269,8 @@ def main() -> None:
         result = {**settings, "rows": [], "notes": []}
     thresholds = recipe(args.data, "ce", args.epochs, args.batch_size, args.imbalance_factor,
                         args.seed, "32", args.runs).eval
+    if result.get("machine") and "earlier_capability" not in result:  # the CPU of the rows made so far
+        result["earlier_capability"] = result["machine"]["capability"]
     result.update(
         shots={"many": thresholds.many, "few": thresholds.few},
         machine=machine_info(),
@@ -281,6 +286,7 @@ def main() -> None:
             if note not in result["notes"]:
                 result["notes"].append(note)
             continue
+        result["notes"] = [n for n in result["notes"] if not n.startswith(f"no {precision} rows")]
         for method_name in args.methods.split(","):
             measured = [r for r in result["rows"] if r["method"] == method_name and r["precision"] == precision]
             if measured and made_since(measured[0].get("commit"), args.since):
@@ -304,6 +310,7 @@ def main() -> None:
                 "bound_images_per_s": round(statistics.median(b for _, b in pairs), 1),
                 "fraction": round(statistics.median(p / b for p, b in pairs), 3),
                 "bound_epochs": len(pairs), "run_dir": str(run_dir), "commit": result["commit"],
+                "capability": result["machine"]["capability"],
             }
             if measured:  # the new row takes the older one's place
                 result["rows"][result["rows"].index(measured[0])] = row

@@ -36,7 +36,7 @@ def test_cifar_lt_writes_rows_and_resumes_without_redoing_them(tmp_path):
     assert [row["method"] for row in table["rows"]] == ["ce"]
     row = table["rows"][0]
     for key in ("overall", "many", "medium", "few", "per_class", "wall_s", "images_per_s",
-                "bound_images_per_s", "fraction", "precision", "epochs", "batch_size", "commit"):
+                "bound_images_per_s", "fraction", "precision", "epochs", "batch_size", "commit", "capability"):
         assert key in row
     assert row["bound_images_per_s"] > 0 and len(row["per_class"]) == 10
     tail = [accuracy for accuracy, count in zip(row["per_class"], row["train_counts"]) if count <= 100]
