@@ -189,8 +189,19 @@ def ordering(rows: list[dict]) -> list[str]:
             holds = all(better > worse for better, worse in zip(values, values[1:]))
             measured = ", ".join(f"{method} {value:.1f}" for method, value in zip(ORDER, values))
             lines.append(f"{metric} at {precision}: {' > '.join(ORDER)} "
-                         f"{'holds' if holds else 'does not hold'} ({measured})")
+                         f"{'holds' if holds else 'does not hold'} ({measured}){mixed(by_method)}")
     return lines
+
+
+def mixed(by_method: dict[str, dict]) -> str:
+    """A warning when the rows compared were measured on different CPUs, or some before the
+    change that ``--since`` names (``stale``)."""
+    made = {method: (by_method[method].get("capability") or "-", by_method[method].get("stale", False))
+            for method in ORDER}
+    if len(set(made.values())) < 2:
+        return ""
+    return "; mixed rows, not yet a comparison: " + ", ".join(
+        f"{method} on {cpu}{' before the change' if stale else ''}" for method, (cpu, stale) in made.items())
 
 
 def write_tables(results: Path, name: str, result: dict) -> None:
@@ -271,6 +282,8 @@ def main() -> None:
                         args.seed, "32", args.runs).eval
     if result.get("machine") and "earlier_capability" not in result:  # the CPU of the rows made so far
         result["earlier_capability"] = result["machine"]["capability"]
+    for row in result.get("rows", []):
+        row.setdefault("capability", result.get("earlier_capability"))
     result.update(
         shots={"many": thresholds.many, "few": thresholds.few},
         machine=machine_info(),
@@ -278,6 +291,9 @@ def main() -> None:
         commit=subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                               capture_output=True, text=True).stdout.strip(),
     )
+    if args.since:  # rows made before it wait to be measured again
+        for row in result["rows"]:
+            row["stale"] = not made_since(row.get("commit"), args.since)
     args.results.mkdir(parents=True, exist_ok=True)
     for precision in args.precisions.split(","):
         if precision.startswith("bf16") and not native_bf16() and not torch.cuda.is_available():
@@ -310,7 +326,7 @@ def main() -> None:
                 "bound_images_per_s": round(statistics.median(b for _, b in pairs), 1),
                 "fraction": round(statistics.median(p / b for p, b in pairs), 3),
                 "bound_epochs": len(pairs), "run_dir": str(run_dir), "commit": result["commit"],
-                "capability": result["machine"]["capability"],
+                "capability": result["machine"]["capability"], "stale": False,
             }
             if measured:  # the new row takes the older one's place
                 result["rows"][result["rows"].index(measured[0])] = row

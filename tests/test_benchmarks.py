@@ -114,7 +114,12 @@ def test_the_ordering_is_checked_overall_and_on_the_tail_per_precision(cifar_lt)
     assert len(lines) == 2
     assert lines[0].startswith("overall at 32: bcl > logit_adjustment > ce holds")
     assert lines[1].startswith("tail at 32: bcl > logit_adjustment > ce does not hold")
-    assert "bcl 25.0, logit_adjustment 30.0, ce 10.0" in lines[1]
+    assert "bcl 25.0, logit_adjustment 30.0, ce 10.0" in lines[1] and "mixed" not in lines[1]
+    rows[2].update(stale=True)  # a row from before the change, or from another CPU, is no comparison
+    assert "mixed rows, not yet a comparison: " in cifar_lt.ordering(rows)[0]
+    assert "bcl on - before the change" in cifar_lt.ordering(rows)[0]
+    rows[2].update(stale=False, capability="AVX2")
+    assert "bcl on AVX2, logit_adjustment on -" in cifar_lt.ordering(rows)[0]
 
 
 def test_the_tail_is_the_classes_outside_the_many_shot_group(cifar_lt):

@@ -234,9 +234,7 @@ def _build_named(section: str, values: dict, registry: dict, default: str,
                  options_of) -> dict:
     """A ``method`` or ``loss`` section: ``name`` from ``registry`` and that entry's own
     arguments (``options_of(name)``), each checked and coerced, the rest defaulted."""
-    name = values.get("name", default)
-    if name is None:
-        name = default
+    name = default if values.get("name") is None else values["name"]
     if not isinstance(name, str):
         raise ConfigError(f"{section}.name: expected a name, got {name!r}")
     if name not in registry:

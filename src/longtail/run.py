@@ -409,9 +409,9 @@ def remove_unstarted(run_dir: Path, whole: bool) -> None:
     if whole:
         shutil.rmtree(run_dir, ignore_errors=True)
         return
-    for name in ("config.yaml", "metrics.csv", "hparams.yaml", "tensorboard"):
-        path = run_dir / name
-        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    for name in ("config.yaml", "metrics.csv", "hparams.yaml"):
+        (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
 
 
 #: Keys that a resumed run may change: they shape neither the data nor the training.
