@@ -60,13 +60,18 @@ def atomic_write(path: str | Path, write: Callable[[IO[Any]], None], mode: str =
         raise OSError(f"{path}: cannot write ({cause.strerror or cause}); the previous file is kept") from None
 
 
-def read_text(path: str | Path) -> str:
-    """The text of the regular file ``path``; ``OSError`` for anything else (reading a
-    FIFO named like a config would block the run)."""
+def refuse_irregular(path: str | Path) -> None:
+    """``OSError`` when ``path`` exists and is not a regular file: reading a FIFO or a
+    device named like a data file would block the run."""
     path = Path(path)
     if path.exists() and not path.is_file():
         raise OSError("not a regular file")
-    return path.read_text()
+
+
+def read_text(path: str | Path) -> str:
+    """The text of the regular file ``path`` (``refuse_irregular``)."""
+    refuse_irregular(path)
+    return Path(path).read_text()
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

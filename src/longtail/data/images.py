@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from longtail.files import refuse_irregular
+
 
 def read_image(path: Path, resize: int | None = None) -> np.ndarray:
     """An image file as uint8 RGB ``[H, W, 3]`` (grey, palette, RGBA and CMYK converted);
@@ -28,8 +30,7 @@ def open_image(path: Path):
     """``PIL.Image.open`` of a regular file (a FIFO or a device would block the run), its
     header read. Every refusal is an ``OSError``: an image whose header claims more pixels
     than Pillow's limit (a decompression bomb) too."""
-    if not Path(path).is_file():
-        raise OSError("not a regular file")
+    refuse_irregular(path)
     try:
         with warnings.catch_warnings():  # Pillow only warns between its limit and twice it
             warnings.simplefilter("error", Image.DecompressionBombWarning)

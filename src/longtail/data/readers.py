@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from longtail.data.images import DataSplits, ImageFiles, LabeledImages, open_image, read_image, unreadable
+from longtail.files import refuse_irregular
 
 
 def read_digits(test_per_class: int = 30, seed: int = 0) -> DataSplits:
@@ -61,8 +62,7 @@ class CifarUnpickler(pickle.Unpickler):
 def read_cifar_pickle(path: Path) -> dict:
     """A CIFAR pickle: a dict, read with ``CifarUnpickler``; errors name the file."""
     try:
-        if not path.is_file():  # a FIFO would block the read
-            raise OSError("not a regular file")
+        refuse_irregular(path)
         with open(path, "rb") as f:
             values = CifarUnpickler(f, encoding="latin1").load()
     except OSError as error:
