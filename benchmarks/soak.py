@@ -22,26 +22,10 @@ from lightning.pytorch.callbacks import Callback
 
 from longtail.config import load_config
 from longtail.files import atomic_write_text
-from longtail.hardware import machine_info
+from longtail.hardware import machine_info, tree_memory
 from longtail.run import train
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def rss_mib(pid: int) -> float:
-    """Resident memory of a process and its descendants, in MiB (Linux /proc)."""
-    total, pending = 0, [pid]
-    while pending:
-        current = pending.pop()
-        try:
-            with open(f"/proc/{current}/status") as f:
-                total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
-            for task in os.listdir(f"/proc/{current}/task"):
-                with open(f"/proc/{current}/task/{task}/children") as f:
-                    pending += [int(child) for child in f.read().split()]
-        except (OSError, StopIteration):
-            continue
-    return total / 1024
 
 
 class RecordMemory(Callback):
@@ -54,7 +38,7 @@ class RecordMemory(Callback):
         step = trainer.global_step
         if step % self.every == 0:
             self.rows.append({"step": step, "epoch": trainer.current_epoch,
-                              "rss_mib": round(rss_mib(os.getpid()), 1),
+                              "rss_mib": round(tree_memory(os.getpid(), "Rss") / 2**20, 1),
                               "elapsed_s": round(time.perf_counter() - self.start, 1)})
             print(f"step {step}: {self.rows[-1]['rss_mib']:.0f} MiB", file=sys.stderr, flush=True)
 

@@ -6,7 +6,7 @@ import torch
 
 from longtail.data import DataSplits, LabeledImages, LongTailDataModule
 from longtail.data.module import TransformedImages
-from longtail.data.readers import ImageFiles
+from longtail.data.images import ImageFiles
 from longtail.data.transforms import MultiView, view_transform
 
 MEAN, STD = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]

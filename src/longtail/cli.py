@@ -107,7 +107,7 @@ def cmd_data_info(args: argparse.Namespace) -> int:
     from longtail.run import read_data
 
     config = load_config(args.config or [], args.overrides)
-    splits = read_data(config)
+    splits = read_data(config, decode=False)
     counts = splits.train.counts()
     groups = shot_groups(counts, config.eval.many, config.eval.few)
     order = sorted(range(len(counts)), key=lambda c: -counts[c])
@@ -122,6 +122,10 @@ def cmd_data_info(args: argparse.Namespace) -> int:
     for c in order:
         bar = "#" * max(1, round(40 * counts[c] / max(counts)))
         print(f"  {splits.train.classes[c][:width]:<{width}} {counts[c]:>7} {groups[c]:>6}  {bar}")
+    print()
+    for split in ("train", "val", "test"):
+        if getattr(splits, split) is not None:
+            print(f"{split}: {getattr(splits, split).storage}")
     return 0
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
+import threading
+import time
 import warnings
 from functools import cache
 
@@ -63,3 +65,48 @@ def warn_if_slow_precision(precision: str, accelerator: str) -> None:
             "many times slower than precision=32",
             stacklevel=2,
         )
+
+
+def tree_memory(pid: int, field: str = "Pss_Anon") -> int:
+    """A ``/proc/<pid>/smaps_rollup`` memory field summed over the process and its
+    descendants, in bytes (Linux). ``Pss_Anon``: the anonymous resident memory, what the
+    processes allocated themselves (not the file pages they map), a page shared by
+    forked processes counted once in all; ``Rss``: all resident memory."""
+    total, pending = 0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            with open(f"/proc/{current}/smaps_rollup") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith(f"{field}:")) * 1024
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as f:
+                    pending += [int(child) for child in f.read().split()]
+        except (OSError, StopIteration):  # the process ended meanwhile
+            continue
+    return total
+
+
+class PeakMemory:
+    """The peak of ``tree_memory(pid, field)`` while the ``with`` block runs, sampled every
+    ``interval`` seconds by a thread: ``peak`` and ``start``, in bytes."""
+
+    def __init__(self, pid: int | None = None, field: str = "Pss_Anon", interval: float = 0.02) -> None:
+        self.pid, self.field, self.interval = pid or os.getpid(), field, interval
+        self.start = self.peak = 0
+        self._stop = threading.Event()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, tree_memory(self.pid, self.field))
+            time.sleep(self.interval)
+
+    def __enter__(self) -> PeakMemory:
+        self.start = self.peak = tree_memory(self.pid, self.field)
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, tree_memory(self.pid, self.field))

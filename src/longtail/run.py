@@ -57,13 +57,14 @@ from longtail.models import build_backbone, build_classifier
 from longtail.progress import Throughput, progress_callback
 
 
-def read_data(config: Config) -> DataSplits:
-    """The run's data splits, the training set made long-tailed as the config asks."""
+def read_data(config: Config, decode: bool = True) -> DataSplits:
+    """The run's data splits, the training set made long-tailed as the config asks
+    (``decode=False``: see ``read_splits``)."""
     data = config.data
     cache_dir = (data.cache_dir or default_cache_dir()) if data.cache else None
     return read_splits(data.format, data.root, data.imbalance_factor, data.profile, data.seed,
                        cache_dir, data.on_corrupt, (data.train_list, data.test_list, data.val_list),
-                       data.resize)
+                       data.resize, data.num_workers, decode)
 
 
 def build_parts(config: Config, class_counts: Sequence[int]) -> dict[str, nn.Module]:

@@ -39,6 +39,8 @@ def read_splits(
     on_corrupt: str = "error",
     lists: tuple[str | None, str | None, str | None] = (None, None, None),
     resize: int | None = None,
+    num_workers: int | None = None,
+    decode: bool = True,
 ) -> DataSplits:
     """Read a data set and make its training set long-tailed.
 
@@ -55,6 +57,9 @@ def read_splits(
         resize: decode image files once resized: the shorter side to ``resize``, the
             centre square kept (image folders, lists); without it, images of different
             sizes are read from their files whenever they are used.
+        num_workers: processes that decode image files (``None``: one per core).
+        decode: ``False`` lists image files without decoding them; each set's ``storage``
+            says where a run would hold them (``longtail data info``).
     """
     if format == "digits":
         splits = read_digits(seed=seed)
@@ -62,9 +67,10 @@ def read_splits(
     elif format == "cifar":
         splits = read_cifar(root)
     elif format == "folder":
-        splits = read_folder(root, cache_dir, on_corrupt, resize)
+        splits = read_folder(root, cache_dir, on_corrupt, resize, num_workers, decode)
     elif format == "list":
-        splits = read_lists(root, *lists, cache_dir=cache_dir, on_corrupt=on_corrupt, resize=resize)
+        splits = read_lists(root, *lists, cache_dir=cache_dir, on_corrupt=on_corrupt, resize=resize,
+                            num_workers=num_workers, decode=decode)
     else:
         raise ValueError(f"unknown data.format {format!r}")
     if imbalance_factor is not None:

@@ -87,10 +87,11 @@ def channel_stats(images: np.ndarray | ImageFiles, sample: int = 500,
 
 
 def square_side(images: np.ndarray | ImageFiles) -> int | None:
-    """The side of images that are all one square size, else ``None``."""
-    if isinstance(images, ImageFiles) or images.shape[1] != images.shape[2]:
-        return None
-    return images.shape[1]
+    """The side of images that are all one square size (files read resized among them),
+    else ``None``."""
+    if isinstance(images, ImageFiles):
+        return images.resize
+    return images.shape[1] if images.shape[1] == images.shape[2] else None
 
 
 def yield_to_training(worker_id: int) -> None:

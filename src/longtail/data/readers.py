@@ -4,14 +4,14 @@ when used), labels and class names."""
 from __future__ import annotations
 
 import pickle
-import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from longtail.data.images import DataSplits, ImageFiles, LabeledImages, open_image, read_image, unreadable
+from longtail.data.decoding import ImageSource
+from longtail.data.images import DataSplits, LabeledImages
+from longtail.data.storage import decoded
 from longtail.files import refuse_irregular
 
 
@@ -153,106 +153,35 @@ def _class_folder_files(root: Path, classes: list[str] | None = None) -> tuple[l
     return classes, files, labels
 
 
-def _readable_files(files: list[Path], name: str, on_corrupt: str) -> list[int]:
-    """The positions of the files whose image header reads (PIL reads no pixels)."""
-    from tqdm import tqdm
-
-    kept = []
-    for position, path in enumerate(tqdm(files, desc=f"checking {name}", unit="image",
-                                         disable=not sys.stderr.isatty())):
-        try:
-            open_image(path).close()
-        except OSError as error:
-            unreadable(path, error, on_corrupt)
-            continue
-        kept.append(position)
-    return kept
-
-
-def decode_images(
-    files: list[Path], name: str, on_corrupt: str = "error", resize: int | None = None
-) -> tuple[np.ndarray | ImageFiles, list[int]]:
-    """Decode image files to one uint8 RGB array ``[N, H, W, 3]``, showing progress; with
-    ``resize``, each resized as ``read_image`` does.
-
-    An unreadable file is an error naming it, or with ``on_corrupt="skip"`` a warning.
-    Images of different sizes (without ``resize``) are not decoded: they come back as
-    ``ImageFiles``, read whenever they are used. Returns the images and the positions in
-    ``files`` that were kept.
-    """
-    from tqdm import tqdm
-
-    images, kept = None, []  # one array, filled in place: a single decoded copy in memory
-    progress = tqdm(files, desc=f"decoding {name}", unit="image", disable=not sys.stderr.isatty())
-    for position, path in enumerate(progress):
-        try:
-            pixels = read_image(path, resize)
-        except OSError as error:
-            unreadable(path, error, on_corrupt)
-            continue
-        if images is None:
-            images = np.empty((len(files) - position, *pixels.shape), dtype=np.uint8)
-        elif pixels.shape != images.shape[1:]:
-            progress.close()
-            warnings.warn(
-                f"{name}: images differ in size ({files[kept[0]].name} is {images.shape[2]}x"
-                f"{images.shape[1]}, {path.name} {pixels.shape[1]}x{pixels.shape[0]}): they are "
-                "read from their files every epoch; data.resize=N decodes them once, resized", stacklevel=2)
-            rest = _readable_files(files[position + 1:], name, on_corrupt)
-            kept += [position] + [position + 1 + i for i in rest]
-            return ImageFiles([files[i] for i in kept]), kept
-        images[len(kept)] = pixels
-        kept.append(position)
-    if images is None:
-        raise ValueError(f"{name}: no readable image")
-    return images[: len(kept)], kept
-
-
-def decoded(
-    files: list[Path], labels: Sequence[int], classes: list[str], name: str, options: dict,
-    cache_dir: Path | None, on_corrupt: str, resize: int | None = None,
-) -> LabeledImages:
-    """The images of ``files`` decoded (``decode_images``), through the cache in
-    ``cache_dir`` when given (an entry named ``name``, keyed by the files and ``options``)."""
-
-    def build() -> LabeledImages:
-        images, kept = decode_images(files, name, on_corrupt, resize)
-        skipped = sorted(set(map(str, files)) - {str(files[i]) for i in kept})
-        return LabeledImages(images, np.asarray(labels, dtype=np.int64)[kept], classes, skipped)
-
-    if cache_dir is None:
-        return build()
-    from longtail.data.cache import cached
-
-    if resize is not None:
-        options = {**options, "resize": resize}
-    return cached(cache_dir, name, files, {**options, "on_corrupt": on_corrupt}, build)
-
-
 def _read_class_folders(root: Path, classes: list[str] | None, cache_dir: Path | None, on_corrupt: str,
-                        resize: int | None) -> LabeledImages:
+                        resize: int | None, num_workers: int | None, decode: bool) -> LabeledImages:
     classes, files, labels = _class_folder_files(root, classes)
-    options = {"reader": "folder", "classes": classes}
-    return decoded(files, labels, classes, f"{root.parent.name}-{root.name}", options, cache_dir, on_corrupt,
-                   resize)
+    source = ImageSource(f"{root.parent.name}-{root.name}", files, np.asarray(labels, dtype=np.int64), classes,
+                         resize, on_corrupt)
+    return decoded(source, {"reader": "folder", "classes": classes}, cache_dir, num_workers, decode)
 
 
 def read_folder(root: str | Path, cache_dir: str | Path | None = None, on_corrupt: str = "error",
-                resize: int | None = None) -> DataSplits:
+                resize: int | None = None, num_workers: int | None = None, decode: bool = True) -> DataSplits:
     """Image folders ``root/{train,test}/<class>/<image>`` (and ``root/val`` if present),
     one sub-folder per class as torchvision's ImageFolder; classes in sorted order.
 
     With ``cache_dir``, the decoded images are kept there (``longtail.data.cache``) and
     read back memory-mapped while the files are unchanged. ``on_corrupt="skip"`` leaves
-    unreadable files out, with a warning, and lists them in ``skipped``. ``resize``: see
-    ``decode_images``.
+    unreadable files out, with a warning, and lists them in ``skipped``. ``resize``: the
+    shorter side resized to it and the centre square kept (``read_image``); without it,
+    images of different sizes are read from their files every epoch. ``num_workers`` and
+    ``decode``: see ``longtail.data.storage.decoded``.
     """
     root = Path(root)
     for split in ("train", "test"):
         if not (root / split).is_dir():
             raise ValueError(f"{root}: no '{split}' folder (expected {root}/{split}/<class>/<image>)")
     cache_dir = Path(cache_dir) if cache_dir is not None else None
-    train = _read_class_folders(root / "train", None, cache_dir, on_corrupt, resize)
-    val = (_read_class_folders(root / "val", train.classes, cache_dir, on_corrupt, resize)
-           if (root / "val").is_dir() else None)
-    return DataSplits(train, _read_class_folders(root / "test", train.classes, cache_dir, on_corrupt, resize), val)
+
+    def read(split: str, classes: list[str] | None) -> LabeledImages:
+        return _read_class_folders(root / split, classes, cache_dir, on_corrupt, resize, num_workers, decode)
+
+    train = read("train", None)
+    val = read("val", train.classes) if (root / "val").is_dir() else None
+    return DataSplits(train, read("test", train.classes), val)

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from longtail.data.decoding import ImageSource
 from longtail.data.images import DataSplits, LabeledImages
-from longtail.data.readers import decoded
+from longtail.data.storage import decoded
 
 
 def read_split_list(list_path: str | Path, root: str | Path | None = None) -> tuple[list[Path], np.ndarray]:
@@ -55,15 +56,15 @@ def list_counts(list_path: str | Path) -> list[int]:
 
 
 def _read(list_path: Path, root: Path, num_classes: int | None, cache_dir: Path | None,
-          on_corrupt: str, resize: int | None) -> LabeledImages:
+          on_corrupt: str, resize: int | None, num_workers: int | None, decode: bool) -> LabeledImages:
     files, labels = read_split_list(list_path, root)
     if num_classes is not None and labels.max() >= num_classes:
         line = int(np.argmax(labels >= num_classes)) + 1
         raise ValueError(f"{list_path}: label {labels.max()} (e.g. entry {line}) is absent from the "
                          f"training list, whose labels are 0..{num_classes - 1}")
     classes = [str(c) for c in range(num_classes if num_classes is not None else int(labels.max()) + 1)]
-    options = {"reader": "list", "list": str(list_path.resolve())}
-    return decoded(files, labels, classes, list_path.stem, options, cache_dir, on_corrupt, resize)
+    source = ImageSource(list_path.stem, files, labels, classes, resize, on_corrupt)
+    return decoded(source, {"reader": "list", "list": str(list_path.resolve())}, cache_dir, num_workers, decode)
 
 
 def read_lists(
@@ -74,13 +75,17 @@ def read_lists(
     cache_dir: str | Path | None = None,
     on_corrupt: str = "error",
     resize: int | None = None,
+    num_workers: int | None = None,
+    decode: bool = True,
 ) -> DataSplits:
     """Training, test and (optional) validation sets from split lists over ``root``
-    (``resize``: see ``longtail.data.readers.decode_images``)."""
+    (the other arguments: see ``longtail.data.readers.read_folder``)."""
     root = Path(root)
     cache_dir = Path(cache_dir) if cache_dir is not None else None
-    train = _read(Path(train_list), root, None, cache_dir, on_corrupt, resize)
-    num_classes = len(train.classes)
-    test = _read(Path(test_list), root, num_classes, cache_dir, on_corrupt, resize)
-    val = _read(Path(val_list), root, num_classes, cache_dir, on_corrupt, resize) if val_list else None
-    return DataSplits(train, test, val)
+
+    def read(list_path: str | Path, num_classes: int | None) -> LabeledImages:
+        return _read(Path(list_path), root, num_classes, cache_dir, on_corrupt, resize, num_workers, decode)
+
+    train = read(train_list, None)
+    test = read(test_list, len(train.classes))
+    return DataSplits(train, test, read(val_list, len(train.classes)) if val_list else None)
