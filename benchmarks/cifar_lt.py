@@ -38,7 +38,7 @@ from longtail.checkpoints import load_checkpoint
 from longtail.config import Config, load_config
 from longtail.files import atomic_write_text
 from longtail.hardware import machine_info, native_bf16
-from longtail.progress import Throughput, quiet_lightning
+from longtail.progress import ModelOnlyStep, Throughput, quiet_lightning
 from longtail.run import RUN_DIR_VARIABLE, build_method, environment, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,35 +91,18 @@ class ModelBound(Callback):
         self.seconds = 0.0  # spent timing the bound, left out of the row's wall time
 
     def on_fit_start(self, trainer, pl_module) -> None:
-        config = self.config
-        counts = trainer.datamodule.class_counts
-        self.method = build_method(config, counts, initialise=False)  # its weights do not matter
-        self.optimizer = torch.optim.SGD(self.method.parameters(), lr=1e-3, momentum=0.9)
-        batch_size, size = config.data.batch_size, trainer.datamodule.size
-        self.inputs = torch.randn(batch_size, self.method.num_views, 3, size, size)
-        self.targets = torch.randint(0, len(counts), (batch_size,))
-        self.bf16 = config.trainer.precision.startswith("bf16")
-
-    def step(self) -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            losses = self.method.training_losses(self.inputs, self.targets)
-        self.optimizer.zero_grad(set_to_none=True)
-        torch.stack(list(losses.values())).sum().backward()
-        self.optimizer.step()
+        config, counts = self.config, trainer.datamodule.class_counts
+        method = build_method(config, counts, initialise=False)
+        self.model_only = ModelOnlyStep(method, config.data.batch_size, trainer.datamodule.size, len(counts),
+                                        bf16=config.trainer.precision.startswith("bf16"))
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         throughput = next(c for c in trainer.callbacks if isinstance(c, Throughput))
         images, seconds, _ = throughput.epochs[trainer.current_epoch]
         start = time.perf_counter()
-        self.method.train()
-        for _ in range(2):
-            self.step()
-        timed = time.perf_counter()
-        for _ in range(self.steps):
-            self.step()
-        end = time.perf_counter()
-        self.epochs[trainer.current_epoch] = (images / seconds, len(self.targets) * self.steps / (end - timed))
-        self.seconds += end - start
+        bound = self.model_only.rate(self.steps)
+        self.epochs[trainer.current_epoch] = (images / seconds, bound)
+        self.seconds += time.perf_counter() - start
 
     def state_dict(self) -> dict:
         return {"epochs": {str(e): list(v) for e, v in self.epochs.items()}, "seconds": self.seconds}

@@ -7,6 +7,7 @@ import sys
 import time
 import warnings
 
+import torch
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 
 
@@ -101,3 +102,33 @@ class Throughput(Callback):
     def load_state_dict(self, state_dict: dict) -> None:
         self.epochs = {int(e): list(v) for e, v in state_dict["epochs"].items()}
         self.earlier_wall_s = state_dict["wall_s"]
+
+
+class ModelOnlyStep:
+    """The model-only bound of a method: source images per second of its forward,
+    backward and optimiser step on random tensors ``[B, V, 3, S, S]`` already in place, no
+    data loading; the rate a perfect loader would let it reach. The method's weights do
+    not matter (an SGD step with a small rate)."""
+
+    def __init__(self, method, batch_size: int, size: int, num_classes: int, bf16: bool = False) -> None:
+        self.method, self.bf16 = method, bf16
+        self.optimizer = torch.optim.SGD(method.parameters(), lr=1e-3, momentum=0.9)
+        self.inputs = torch.randn(batch_size, method.num_views, 3, size, size)
+        self.targets = torch.randint(0, num_classes, (batch_size,))
+
+    def step(self) -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            losses = self.method.training_losses(self.inputs, self.targets)
+        self.optimizer.zero_grad(set_to_none=True)
+        torch.stack(list(losses.values())).sum().backward()
+        self.optimizer.step()
+
+    def rate(self, steps: int, warmup: int = 2) -> float:
+        """Images per second over ``steps`` steps timed after ``warmup`` untimed ones."""
+        self.method.train()
+        for _ in range(warmup):
+            self.step()
+        start = time.perf_counter()
+        for _ in range(steps):
+            self.step()
+        return len(self.targets) * steps / (time.perf_counter() - start)
