@@ -39,7 +39,7 @@ def test_method_and_loss_options_come_from_their_signatures():
 
 
 def test_each_method_brings_its_loss_and_classifier_unless_the_config_names_them():
-    assert load_config([], ["method.name=ce"]).loss == {"name": "ce"}
+    assert load_config([], ["method.name=ce"]).loss == {"name": "ce", "label_smoothing": 0.0}
     assert load_config([], ["method.name=ce"]).model.classifier == "linear"
     assert load_config().model.classifier == "cosine"  # BCL's
     assert load_config([], ["model.classifier=linear"]).model.classifier == "linear"
@@ -50,7 +50,7 @@ def test_each_method_brings_its_loss_and_classifier_unless_the_config_names_them
     [
         # a key the chosen method or loss does not take is refused, never ignored
         (["method.name=ce", "method.tau=2"], ["method.tau", "'ce'", "loss.tau"]),
-        (["method.name=ce", "loss.tau=2"], ["loss.tau", "'ce'", "its keys: none"]),
+        (["method.name=ce", "loss.tau=2"], ["loss.tau", "'ce'", "its keys: label_smoothing"]),
         (["loss.name=focall"], ["loss.name", "focall"]),
         (["loss.taw=2"], ["loss.taw", "loss.tau"]),
         (["loss.alpha=2"], ["loss.alpha", "method.alpha"]),
@@ -134,8 +134,8 @@ def test_a_method_named_in_short_drops_the_earlier_loss_too(tmp_path):
     recipe.write_text("method: bcl\nloss:\n  name: logit_adjusted\n  tau: 2.0\n")
     short = tmp_path / "ce.yaml"
     short.write_text("method: ce\n")
-    assert load_config([recipe, short]).loss == {"name": "ce"}
-    assert load_config([recipe], ["method=ce"]).loss == {"name": "ce"}
+    assert load_config([recipe, short]).loss == {"name": "ce", "label_smoothing": 0.0}
+    assert load_config([recipe], ["method=ce"]).loss == {"name": "ce", "label_smoothing": 0.0}
 
 
 def test_naming_another_method_drops_the_earlier_methods_keys(tmp_path):
@@ -147,4 +147,4 @@ def test_naming_another_method_drops_the_earlier_methods_keys(tmp_path):
     kept = load_config([recipe], ["method.beta=0.1"])
     assert kept.method["alpha"] == 1.5 and kept.method["beta"] == 0.1 and kept.loss["tau"] == 2.0
     # the order of the overrides does not matter
-    assert load_config([recipe], ["loss.name=ce", "method.name=ce"]).loss == {"name": "ce"}
+    assert load_config([recipe], ["loss.name=ce", "method.name=ce"]).loss == {"name": "ce", "label_smoothing": 0.0}

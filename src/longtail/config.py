@@ -337,6 +337,10 @@ def validate(config: Config, check_paths: bool = True) -> None:
     classifier = config.model.classifier
     _check("model.classifier", classifier is None or classifier in CLASSIFIERS,
            f"must be one of {', '.join(CLASSIFIERS)}, got {classifier!r}")
+    _check("model.classifier", not (classifier == "cosine"
+                                    and getattr(CLASSIFICATION_LOSSES[config.loss["name"]], "scales_logits", False)),
+           f"loss {config.loss['name']!r} scales the logits itself (loss.scale), and the cosine classifier "
+           "scales them again: use model.classifier=normalized (unit-norm cosine, the paper's) or linear")
     for key in ("feat_dim", "hidden_dim"):
         value = getattr(config.model, key)
         _check(f"model.{key}", value >= 1, f"must be at least 1, got {value}")

@@ -3,6 +3,7 @@
 from longtail.losses.contrastive import BalancedContrastiveLoss, SupConLoss, contrastive_loss
 from longtail.losses.queue import LabelledQueue
 from longtail.losses.rebalancing import BalancedSoftmaxLoss, CrossEntropyLoss, LogitAdjustedLoss
+from longtail.losses.reweighting import ClassBalancedLoss, FocalLoss, LDAMLoss
 
 #: Losses on logits, ``forward(logits, targets)``, by the name ``loss.name`` gives. Each
 #: takes ``class_counts`` (the run supplies them) and ``weight`` (per-class weights, set by a
@@ -10,6 +11,9 @@ from longtail.losses.rebalancing import BalancedSoftmaxLoss, CrossEntropyLoss, L
 CLASSIFICATION_LOSSES = {
     "balanced_softmax": BalancedSoftmaxLoss,
     "ce": CrossEntropyLoss,
+    "class_balanced": ClassBalancedLoss,
+    "focal": FocalLoss,
+    "ldam": LDAMLoss,
     "logit_adjusted": LogitAdjustedLoss,
 }
 
@@ -17,7 +21,10 @@ __all__ = [
     "BalancedContrastiveLoss",
     "BalancedSoftmaxLoss",
     "CLASSIFICATION_LOSSES",
+    "ClassBalancedLoss",
     "CrossEntropyLoss",
+    "FocalLoss",
+    "LDAMLoss",
     "LabelledQueue",
     "LogitAdjustedLoss",
     "SupConLoss",

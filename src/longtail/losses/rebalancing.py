@@ -31,12 +31,13 @@ def class_counts_tensor(class_counts: Sequence[int] | Tensor) -> Tensor:
 
 
 def shifted_cross_entropy(logits: Tensor, shift: Tensor | None, targets: Tensor,
-                          weight: Tensor | None = None) -> Tensor:
+                          weight: Tensor | None = None, label_smoothing: float = 0.0) -> Tensor:
     """Cross-entropy of ``logits + shift`` (``shift`` ``[C]``, or none), in at least float32,
-    with optional per-class weights ``[C]``."""
+    with optional per-class weights ``[C]`` and label smoothing."""
     dtype = torch.promote_types(logits.dtype, torch.float32)
     logits = logits.to(dtype) if shift is None else logits.to(dtype) + shift.to(dtype)
-    return F.cross_entropy(logits, targets, weight=None if weight is None else weight.to(dtype))
+    return F.cross_entropy(logits, targets, weight=None if weight is None else weight.to(dtype),
+                           label_smoothing=label_smoothing)
 
 
 class WeightedLoss(nn.Module):
@@ -53,13 +54,20 @@ class WeightedLoss(nn.Module):
 
 
 class CrossEntropyLoss(WeightedLoss):
-    """Plain softmax cross-entropy, the baseline every re-balancing loss reduces to.
+    """Softmax cross-entropy, optionally label-smoothed: the baseline of the family.
+
+    - [0] Szegedy et al., "Rethinking the Inception Architecture for Computer Vision",
+      CVPR 2016, https://arxiv.org/abs/1512.00567 (Sec. 7, label smoothing)
+
+    With ``label_smoothing = e`` the target distribution is ``(1 - e)`` on the label plus
+    ``e / C`` on every class: ``L = (1 - e)(-log p_y) + e/C sum_j (-log p_j)``.
 
     Accepts (and ignores) ``class_counts`` so that every loss of the family is built alike.
     Its logits model the training set's label prior: ``logits_prior = "train"``.
 
     Args:
         class_counts: unused; training images per class.
+        label_smoothing: ``e`` in ``[0, 1]``; 0 is plain cross-entropy.
         weight: per-class weights ``[C]``.
 
     Shapes:
@@ -68,12 +76,15 @@ class CrossEntropyLoss(WeightedLoss):
 
     logits_prior = "train"
 
-    def __init__(self, class_counts: Sequence[int] | Tensor | None = None,
+    def __init__(self, class_counts: Sequence[int] | Tensor | None = None, label_smoothing: float = 0.0,
                  weight: Sequence[float] | Tensor | None = None) -> None:
         super().__init__(weight)
+        if not 0 <= label_smoothing <= 1:
+            raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
+        self.label_smoothing = label_smoothing
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
-        return shifted_cross_entropy(logits, None, targets, self.weight)
+        return shifted_cross_entropy(logits, None, targets, self.weight, self.label_smoothing)
 
 
 class LogitAdjustedLoss(WeightedLoss):

@@ -49,14 +49,15 @@ class CosineClassifier(nn.Module):
         return self.scale * F.linear(F.normalize(x, dim=1), F.normalize(self.weight, dim=1))
 
 
-CLASSIFIERS = ("cosine", "linear")
+CLASSIFIERS = ("cosine", "normalized", "linear")
 
 
 def build_classifier(kind: str, in_features: int, num_classes: int) -> nn.Module:
-    """A ``cosine`` (CosineClassifier) or ``linear`` (nn.Linear) classifier; both have a
-    ``[C, in_features]`` ``weight``."""
-    if kind == "cosine":
-        return CosineClassifier(in_features, num_classes)
+    """A ``cosine`` (CosineClassifier, scale 30), ``normalized`` (CosineClassifier, scale 1:
+    for a loss that scales the logits itself, as LDAM) or ``linear`` (nn.Linear)
+    classifier; each has a ``[C, in_features]`` ``weight``."""
+    if kind in ("cosine", "normalized"):
+        return CosineClassifier(in_features, num_classes, scale=30.0 if kind == "cosine" else 1.0)
     if kind == "linear":
         return nn.Linear(in_features, num_classes)
     raise ValueError(f"model.classifier must be one of {', '.join(CLASSIFIERS)}, got {kind!r}")
