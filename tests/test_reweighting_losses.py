@@ -17,26 +17,9 @@ import torch.nn.functional as F
 
 from longtail.losses import ClassBalancedLoss, CrossEntropyLoss, FocalLoss, LDAMLoss
 from longtail.losses.reweighting import effective_number_weights
+from references import batch, gradient, numerical_gradient, sigmoid, softmax_row
 
 COUNTS = [500, 120, 40, 9, 3]
-
-
-def batch(seed, size=7, classes=5, scale=2.0):
-    generator = torch.Generator().manual_seed(seed)
-    logits = (scale * torch.randn(size, classes, generator=generator, dtype=torch.float64)).requires_grad_()
-    targets = torch.randint(0, classes, (size,), generator=generator)
-    targets[:classes] = torch.arange(classes)  # every class present
-    return logits, targets
-
-
-def softmax_row(row):
-    top = max(row)
-    exps = [math.exp(v - top) for v in row]
-    return [e / sum(exps) for e in exps]
-
-
-def sigmoid(v):
-    return 1 / (1 + math.exp(-v))
 
 
 def cb_weights(counts, beta):
@@ -78,23 +61,6 @@ def ldam_reference(logits, targets, counts, max_margin, scale):
         shifted = [scale * (z - (margins[j] if j == y else 0.0)) for j, z in enumerate(row)]
         total += -math.log(softmax_row(shifted)[y])
     return total / len(targets)
-
-
-def gradient(loss_value, logits):
-    (grad,) = torch.autograd.grad(loss_value, logits)
-    return grad
-
-
-def numerical_gradient(reference, logits, eps=1e-6):
-    """Central differences of a reference written in plain Python: its gradient, independently."""
-    grad = torch.zeros_like(logits)
-    flat = logits.detach().clone()
-    for index in range(flat.numel()):
-        plus, minus = flat.clone(), flat.clone()
-        plus.view(-1)[index] += eps
-        minus.view(-1)[index] -= eps
-        grad.view(-1)[index] = (reference(plus) - reference(minus)) / (2 * eps)
-    return grad
 
 
 @pytest.mark.parametrize("gamma", [0.5, 2.0])

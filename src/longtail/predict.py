@@ -110,7 +110,7 @@ def predict(
         images = [image for _, image in decoded if not isinstance(image, str)]
         if images:
             with torch.no_grad():
-                logits = method(view.batch(torch.stack(images))).double()
+                logits = method.inference_logits(method(view.batch(torch.stack(images)))).double()
             if target_prior is not None:
                 logits = adjust_logits(logits, source, target_prior)
             probabilities, indices = logits.softmax(dim=1).topk(top_k, dim=1)

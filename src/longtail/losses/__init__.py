@@ -2,28 +2,47 @@
 
 from longtail.losses.contrastive import BalancedContrastiveLoss, SupConLoss, contrastive_loss
 from longtail.losses.queue import LabelledQueue
-from longtail.losses.rebalancing import BalancedSoftmaxLoss, CrossEntropyLoss, LogitAdjustedLoss
+from longtail.losses.rebalancing import BalancedSoftmaxLoss, CrossEntropyLoss, IIFLoss, LogitAdjustedLoss
 from longtail.losses.reweighting import ClassBalancedLoss, FocalLoss, LDAMLoss
+from longtail.losses.sigmoid import (
+    BalancedBCELoss,
+    DistributionBalancedLoss,
+    EqualizationLoss,
+    EqualizedFocalLoss,
+    GumbelLoss,
+)
 
 #: Losses on logits, ``forward(logits, targets)``, by the name ``loss.name`` gives. Each
 #: takes ``class_counts`` (the run supplies them) and ``weight`` (per-class weights, set by a
 #: method or a user of the Python API); its other arguments are ``loss.*`` keys.
 CLASSIFICATION_LOSSES = {
+    "bal_bce": BalancedBCELoss,
     "balanced_softmax": BalancedSoftmaxLoss,
     "ce": CrossEntropyLoss,
     "class_balanced": ClassBalancedLoss,
+    "distribution_balanced": DistributionBalancedLoss,
+    "efl": EqualizedFocalLoss,
+    "eql": EqualizationLoss,
     "focal": FocalLoss,
+    "gol": GumbelLoss,
+    "iif": IIFLoss,
     "ldam": LDAMLoss,
     "logit_adjusted": LogitAdjustedLoss,
 }
 
 __all__ = [
+    "BalancedBCELoss",
     "BalancedContrastiveLoss",
     "BalancedSoftmaxLoss",
     "CLASSIFICATION_LOSSES",
     "ClassBalancedLoss",
     "CrossEntropyLoss",
+    "DistributionBalancedLoss",
+    "EqualizationLoss",
+    "EqualizedFocalLoss",
     "FocalLoss",
+    "GumbelLoss",
+    "IIFLoss",
     "LDAMLoss",
     "LabelledQueue",
     "LogitAdjustedLoss",

@@ -160,3 +160,72 @@ class BalancedSoftmaxLoss(WeightedLoss):
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
         return shifted_cross_entropy(logits, self.log_counts, targets, self.weight)
+
+
+def inverse_image_frequency(class_counts: Sequence[int] | Tensor, variant: str = "smooth") -> Tensor:
+    """The IIF weight of every class from its count ``n_j`` among ``N`` training images.
+
+    - [0] Alexandridis et al., "Inverse Image Frequency for Long-tailed Image Recognition",
+      IEEE TIP 2023, https://arxiv.org/abs/2209.04861 (Sec. 3, the IIF variants)
+
+    ``raw``: ``log(N / n_j)``; ``smooth``: ``log((N + 1) / (n_j + 1)) + 1``; ``relative``:
+    ``log((N - n_j) / n_j)``; ``normit``: ``-Phi^-1(n_j / N)``; ``gombit``:
+    ``-log(-log(1 - n_j / N))``; ``base2`` and ``base10``: ``raw`` in those bases.
+    """
+    counts = class_counts_tensor(class_counts)
+    total, frequency = counts.sum(), counts / counts.sum()
+    variants = {
+        "raw": lambda: torch.log(total / counts),
+        "smooth": lambda: torch.log((total + 1) / (counts + 1)) + 1,
+        "relative": lambda: torch.log((total - counts) / counts),
+        "normit": lambda: -torch.special.ndtri(frequency),
+        "gombit": lambda: -torch.log(-torch.log1p(-frequency)),
+        "base2": lambda: torch.log2(total / counts),
+        "base10": lambda: torch.log10(total / counts),
+    }
+    if variant not in variants:
+        raise ValueError(f"variant must be one of {', '.join(variants)}, got {variant!r}")
+    return variants[variant]()
+
+
+class IIFLoss(WeightedLoss):
+    """Inverse image frequency, IIF: the logits scaled class by class.
+
+    - [0] Alexandridis et al., "Inverse Image Frequency for Long-tailed Image Recognition",
+      IEEE TIP 2023, https://arxiv.org/abs/2209.04861 (Sec. 3)
+
+    A multiplicative margin: every logit is multiplied by its class's IIF weight ``w_j``
+    (``inverse_image_frequency``), which is larger for the rarer classes, before the
+    softmax cross-entropy, ``L = -log softmax(w * z)_y``, and at inference
+    (``inference_logits``). With ``norm = p > 0`` the weights are divided by their
+    p-norm. On equal counts every class has the same weight: cross-entropy of scaled logits.
+
+    Args:
+        class_counts: training images per class, length C.
+        variant: ``raw``, ``smooth``, ``relative``, ``normit``, ``gombit``, ``base2`` or
+            ``base10`` (see ``inverse_image_frequency``).
+        norm: ``p`` of the normalisation; 0: none.
+        weight: per-class weights ``[C]``.
+
+    Shapes:
+        logits ``[B, C]``, targets ``[B]`` -> scalar.
+    """
+
+    logits_prior = "uniform"
+
+    def __init__(self, class_counts: Sequence[int] | Tensor, variant: str = "smooth", norm: float = 0.0,
+                 weight: Sequence[float] | Tensor | None = None) -> None:
+        super().__init__(weight)
+        if norm < 0:
+            raise ValueError(f"norm must be non-negative (0: none), got {norm}")
+        scale = inverse_image_frequency(class_counts, variant)
+        if norm > 0:
+            scale = scale / torch.linalg.vector_norm(scale, ord=norm)
+        self.register_buffer("scale", scale.float())
+
+    def inference_logits(self, logits: Tensor) -> Tensor:
+        return logits * self.scale.to(logits.dtype)
+
+    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
+        dtype = torch.promote_types(logits.dtype, torch.float32)
+        return shifted_cross_entropy(self.inference_logits(logits.to(dtype)), None, targets, self.weight)

@@ -85,11 +85,17 @@ class ClassifierMethod(L.LightningModule):
         """Logits ``[B, C]`` of images ``[B, 3, H, W]``."""
         return self.classifier(self.features(images))
 
+    def inference_logits(self, logits: Tensor) -> Tensor:
+        """The classifier's logits as the loss reads them at inference: most read them as
+        they are; IIF scales them, GOL reads them through its Gumbel activation."""
+        transform = getattr(self.classifier_loss, "inference_logits", None)
+        return logits if transform is None else transform(logits)
+
     def evaluation_outputs(self, images: Tensor) -> dict[str, Tensor]:
         """What evaluation collects of images ``[B, 3, H, W]``: ``features`` ``[B, F]`` and
-        ``logits`` ``[B, C]``."""
+        ``logits`` ``[B, C]`` (``inference_logits``)."""
         features = self.features(images)
-        return {"features": features, "logits": self.classifier(features)}
+        return {"features": features, "logits": self.inference_logits(self.classifier(features))}
 
     def training_losses(self, views: Tensor, targets: Tensor) -> dict[str, Tensor]:
         """The weighted loss terms of one batch, by name; their sum is minimised."""
