@@ -125,6 +125,8 @@ class Config:
 SUPPLIED_LOSS_ARGUMENTS = {"class_counts", "weight"}
 #: Arguments of a method that come from the ``model`` section.
 MODEL_ARGUMENTS = {"feat_dim", "hidden_dim"}
+#: Arguments of a method that the run supplies: the training set's images per class.
+SUPPLIED_METHOD_ARGUMENTS = {"class_counts"}
 
 
 @cache
@@ -147,7 +149,7 @@ def method_class(name: str) -> type[ClassifierMethod]:
 def method_options(name: str) -> dict[str, inspect.Parameter]:
     """The arguments of method ``name`` that its config section may set."""
     arguments = own_arguments(method_class(name), ClassifierMethod)
-    return {key: p for key, p in arguments.items() if key not in MODEL_ARGUMENTS}
+    return {key: p for key, p in arguments.items() if key not in MODEL_ARGUMENTS | SUPPLIED_METHOD_ARGUMENTS}
 
 
 def loss_options(name: str) -> dict[str, inspect.Parameter]:

@@ -43,6 +43,7 @@ from longtail.config import (
     method_arguments,
     method_class,
     nested_overrides,
+    own_arguments,
 )
 from longtail.curves import read_curves, write_curves
 from longtail.data import DataSplits, LongTailDataModule, read_splits, shot_groups
@@ -97,12 +98,15 @@ def build_method(config: Config, class_counts: Sequence[int], initialise: bool =
     parts = build_parts(config, class_counts)
     if initialise and config.model.init_from is not None:
         initialise_from(parts, config.model.init_from, config.model.init_classifier)
+    cls = method_class(config.method["name"])
+    supplied = {"class_counts": list(class_counts)} if "class_counts" in own_arguments(cls, ClassifierMethod) else {}
     try:
-        return method_class(config.method["name"])(
+        return cls(
             **parts,
             optimizer=config.optim.build,
             skip_nonfinite=config.trainer.skip_nonfinite,
             **method_arguments(config),
+            **supplied,
         )
     except ValueError as error:
         raise ConfigError(f"method {config.method['name']!r}: {error}") from None
