@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from longtail.data import EpochSampler
+from longtail.data import SAMPLERS, EpochSampler
 
 LABELS = [0] * 40 + [1] * 15 + [2] * 5
 
@@ -10,7 +10,7 @@ def items(sampler):
     return list(sampler)
 
 
-@pytest.mark.parametrize("name", ["random", "class_balanced"])
+@pytest.mark.parametrize("name", list(SAMPLERS))
 def test_an_epoch_is_a_function_of_seed_and_epoch(name):
     a, b = EpochSampler(LABELS, name, seed=3), EpochSampler(LABELS, name, seed=3)
     a.set_epoch(2)
@@ -43,7 +43,7 @@ def test_skip_resumes_the_same_epoch_further_on():
     assert items(sampler) == whole  # a skip applies once
 
 
-@pytest.mark.parametrize("name", ["random", "class_balanced"])
+@pytest.mark.parametrize("name", list(SAMPLERS))
 def test_shards_are_disjoint_equal_and_cover_the_epoch(name):
     whole = items(EpochSampler(LABELS, name, seed=5))
     shards = []
@@ -68,3 +68,33 @@ def test_a_rank_outside_the_world_is_refused():
 def test_an_unknown_sampler_is_named():
     with pytest.raises(ValueError, match="'square'"):
         EpochSampler(LABELS, "square")
+
+
+def class_shares(name, counts, epoch, epochs, repeats=40):
+    labels = [c for c, n in enumerate(counts) for _ in range(n)]
+    drawn = []
+    for seed in range(repeats):
+        sampler = EpochSampler(labels, name, seed=seed, epochs=epochs)
+        sampler.set_epoch(epoch)
+        drawn += [labels[i] for i, _ in sampler]
+    return torch.bincount(torch.tensor(drawn), minlength=len(counts)).double() / len(drawn)
+
+
+@pytest.mark.parametrize("name,epoch,expected", [
+    ("square_root", 0, [20 / 35, 10 / 35, 5 / 35]),  # sqrt of 400, 100, 25
+    ("class_balanced", 0, [1 / 3, 1 / 3, 1 / 3]),
+    ("progressive", 0, [400 / 525, 100 / 525, 25 / 525]),  # t = 0: instance-balanced
+    ("progressive", 2, [(400 / 525 + 1 / 3) / 2, (100 / 525 + 1 / 3) / 2, (25 / 525 + 1 / 3) / 2]),  # t/T = 1/2
+    ("progressive", 3, [400 / 525 / 4 + 1 / 4, 100 / 525 / 4 + 1 / 4, 25 / 525 / 4 + 1 / 4]),  # t/T = 3/4
+])
+def test_class_frequencies_over_many_draws_match_the_definition(name, epoch, expected):
+    shares = class_shares(name, [400, 100, 25], epoch, epochs=4)
+    torch.testing.assert_close(shares, torch.tensor(expected, dtype=torch.float64), atol=0.012, rtol=0)
+
+
+def test_class_aware_samplers_draw_the_images_of_a_class_uniformly():
+    labels = [0] * 300 + [1] * 3
+    drawn = torch.tensor([i for seed in range(60) for i, _ in EpochSampler(labels, "square_root", seed=seed)])
+    head = torch.bincount(drawn[drawn < 300], minlength=300).double()
+    tail = torch.bincount(drawn[drawn >= 300] - 300, minlength=3).double()
+    assert head.std() / head.mean() < 0.2 and tail.std() / tail.mean() < 0.1

@@ -149,6 +149,7 @@ def build(config: Config, initialise: bool = True) -> Built:
         sampler=data.sampler,
         seed=config.seed,
         image_size=data.image_size,
+        epochs=config.optim.epochs,
     )
     return Built(config, splits, datamodule, method)
 

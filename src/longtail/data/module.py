@@ -125,6 +125,7 @@ class LongTailDataModule(L.LightningDataModule):
             they all share one square size.
         test_split: the split that ``test_dataloader`` serves, un-augmented: ``test``, or
             ``train`` for features of the training set (k-NN, nearest class mean).
+        epochs: the run's epochs (the ``progressive`` sampler moves over them).
     """
 
     def __init__(
@@ -139,6 +140,7 @@ class LongTailDataModule(L.LightningDataModule):
         std: Sequence[float] | None = None,
         image_size: int | None = None,
         test_split: str = "test",
+        epochs: int = 1,
     ) -> None:
         super().__init__()
         if sampler not in SAMPLERS:
@@ -157,7 +159,7 @@ class LongTailDataModule(L.LightningDataModule):
         self.eval_views = MultiView([view_transform("none", self.size, self.mean, self.std)])
         self.batch_size = batch_size
         self.num_workers = default_num_workers() if num_workers is None else num_workers
-        self.train_sampler = EpochSampler(splits.train.labels, sampler, seed)
+        self.train_sampler = EpochSampler(splits.train.labels, sampler, seed, epochs)
         self.resume_step: int | None = None
         self.test_split = test_split
 

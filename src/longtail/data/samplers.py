@@ -18,7 +18,30 @@ SAMPLERS = {
     "random": "uniform over images, every image once per epoch (instance-balanced)",
     "class_balanced": "each class equally likely, images drawn with replacement "
     "(Kang et al., ICLR 2020, 'Decoupling Representation and Classifier')",
+    "square_root": "each class as likely as the square root of its size, with replacement (Kang et al., ICLR 2020)",
+    "progressive": "from instance- to class-balanced over the epochs, with replacement (Kang et al., ICLR 2020)",
 }
+
+
+def class_probabilities(counts: torch.Tensor, name: str, progress: float = 0.0) -> torch.Tensor:
+    """The probability that a draw of sampler ``name`` is of each class.
+
+    - [0] Kang et al., "Decoupling Representation and Classifier for Long-Tailed
+      Recognition", ICLR 2020, https://arxiv.org/abs/1910.09217 (Sec. 3, eq. 1 and 2)
+
+    Class-aware sampling draws class ``j`` with ``p_j = n_j^q / sum_i n_i^q``: ``q = 1`` is
+    instance-balanced (``random``), ``q = 0`` ``class_balanced``, ``q = 1/2``
+    ``square_root``; ``progressive`` moves from the first to the second over training,
+    ``p_j(t) = (1 - t/T) p_j^IB + (t/T) p_j^CB`` with ``progress = t/T``.
+    """
+    counts = counts.to(torch.float64)
+
+    def power(q: float) -> torch.Tensor:
+        return counts.pow(q) / counts.pow(q).sum()
+
+    if name == "progressive":
+        return (1 - progress) * power(1.0) + progress * power(0.0)
+    return power({"random": 1.0, "class_balanced": 0.0, "square_root": 0.5}[name])
 
 
 class EpochSampler(Sampler[tuple[int, int]]):
@@ -26,9 +49,11 @@ class EpochSampler(Sampler[tuple[int, int]]):
 
     Args:
         labels: the class of each training image.
-        name: ``random`` (a permutation) or ``class_balanced`` (each image drawn with
-            probability proportional to 1 / its class's size, with replacement).
+        name: ``random`` (a permutation), or a class-aware sampler of ``SAMPLERS``: a class
+            drawn with ``class_probabilities``, then an image of it uniformly, with
+            replacement.
         seed: the run's seed.
+        epochs: the run's epochs ``T`` (``progressive``).
 
     ``set_epoch(e)`` chooses the epoch (Lightning calls it); ``skip`` items are left out
     at the start of the next epoch's iteration, to resume mid-epoch. With
@@ -37,12 +62,13 @@ class EpochSampler(Sampler[tuple[int, int]]):
     take the same number.
     """
 
-    def __init__(self, labels: Sequence[int], name: str = "random", seed: int = 0) -> None:
+    def __init__(self, labels: Sequence[int], name: str = "random", seed: int = 0, epochs: int = 1) -> None:
         if name not in SAMPLERS:
             raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
         self.labels = torch.as_tensor(labels)
         self.name = name
         self.seed = seed
+        self.epochs = epochs
         self.epoch = 0
         self.skip = 0
         self.rank, self.world_size = 0, 1
@@ -61,8 +87,9 @@ class EpochSampler(Sampler[tuple[int, int]]):
     def _order(self, generator: torch.Generator) -> torch.Tensor:
         if self.name == "random":
             return torch.randperm(len(self.labels), generator=generator)
-        counts = torch.bincount(self.labels).to(torch.float64)
-        weights = 1.0 / counts[self.labels]
+        counts = torch.bincount(self.labels)
+        per_class = class_probabilities(counts, self.name, min(1.0, self.epoch / max(1, self.epochs)))
+        weights = (per_class / counts.to(torch.float64))[self.labels]  # uniform within a class
         return torch.multinomial(weights, len(self.labels), replacement=True, generator=generator)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
