@@ -350,6 +350,8 @@ def validate(config: Config, check_paths: bool = True) -> None:
     _check("model.init_from", init_from is not None or not method.needs_init_from,
            f"method {config.method['name']!r} starts from a trained backbone: "
            "set model.init_from=RUN_DIR (an earlier run) or a .safetensors file")
+    _check("model.init_classifier", config.model.init_classifier or not method.needs_init_classifier,
+           f"method {config.method['name']!r} starts from the trained classifier too: set model.init_classifier=true")
     try:
         config.optim.validate()
     except ValueError as error:

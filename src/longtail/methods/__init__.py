@@ -5,7 +5,7 @@ from typing import NamedTuple
 from longtail.errors import NonFiniteLossError
 from longtail.methods.base import ClassifierMethod, OptimizerFactory
 from longtail.methods.bcl import BCL
-from longtail.methods.decoupled import ClassifierRetraining
+from longtail.methods.decoupled import ClassifierRetraining, LearnableWeightScaling, NearestClassMean
 from longtail.methods.supervised import Supervised
 
 
@@ -41,6 +41,16 @@ METHODS = {
         "classifier re-training on a frozen backbone from model.init_from (Kang et al., ICLR 2020)",
         "ce",
     ),
+    "lws": MethodEntry(
+        LearnableWeightScaling,
+        "learnable weight scaling of a frozen classifier from model.init_from (Kang et al., ICLR 2020)",
+        "ce",
+    ),
+    "ncm": MethodEntry(
+        NearestClassMean,
+        "nearest class mean on a frozen backbone from model.init_from, no training (Kang et al., ICLR 2020)",
+        "ce",
+    ),
 }
 
 __all__ = [
@@ -48,7 +58,9 @@ __all__ = [
     "METHODS",
     "ClassifierMethod",
     "ClassifierRetraining",
+    "LearnableWeightScaling",
     "MethodEntry",
+    "NearestClassMean",
     "NonFiniteLossError",
     "OptimizerFactory",
     "Supervised",

@@ -51,6 +51,8 @@ class ClassifierMethod(L.LightningModule):
     default_classifier = "linear"
     #: Whether the method starts from a trained backbone (``model.init_from``).
     needs_init_from = False
+    #: Whether it starts from the trained classifier too (``model.init_classifier``).
+    needs_init_classifier = False
 
     def __init__(
         self,
@@ -81,9 +83,13 @@ class ClassifierMethod(L.LightningModule):
         """Backbone features ``[B, F]`` of images ``[B, 3, H, W]`` (channels-last)."""
         return self.backbone(images.contiguous(memory_format=torch.channels_last))
 
+    def logits(self, features: Tensor) -> Tensor:
+        """Logits ``[B, C]`` of features ``[B, F]``: the classifier's."""
+        return self.classifier(features)
+
     def forward(self, images: Tensor) -> Tensor:
         """Logits ``[B, C]`` of images ``[B, 3, H, W]``."""
-        return self.classifier(self.features(images))
+        return self.logits(self.features(images))
 
     def inference_logits(self, logits: Tensor) -> Tensor:
         """The classifier's logits as the loss reads them at inference: most read them as
@@ -95,7 +101,7 @@ class ClassifierMethod(L.LightningModule):
         """What evaluation collects of images ``[B, 3, H, W]``: ``features`` ``[B, F]`` and
         ``logits`` ``[B, C]`` (``inference_logits``)."""
         features = self.features(images)
-        return {"features": features, "logits": self.inference_logits(self.classifier(features))}
+        return {"features": features, "logits": self.inference_logits(self.logits(features))}
 
     def training_losses(self, views: Tensor, targets: Tensor) -> dict[str, Tensor]:
         """The weighted loss terms of one batch, by name; their sum is minimised."""
@@ -120,6 +126,9 @@ class ClassifierMethod(L.LightningModule):
     def _keep_frozen_in_eval_mode(self) -> None:
         for part in self.frozen():
             part.eval()
+
+    def on_train_start(self) -> None:  # Lightning sets each submodule's mode itself, and
+        self._keep_frozen_in_eval_mode()  # a run resumed mid-epoch starts no epoch
 
     def on_train_epoch_start(self) -> None:
         self._keep_frozen_in_eval_mode()

@@ -50,7 +50,8 @@ class Supervised(ClassifierMethod):
             weight = self.deferred_weight if deferred else self.undeferred_weight
             self.classifier_loss.weight = None if weight is None else weight.to(self.device)
 
-    def on_train_start(self) -> None:  # a run resumed mid-epoch starts no epoch
+    def on_train_start(self) -> None:
+        super().on_train_start()
         self._reweight()
 
     def on_train_epoch_start(self) -> None:
