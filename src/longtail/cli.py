@@ -29,11 +29,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from longtail.evaluation import adjust_logits, prior, summarize
+    from longtail.evaluation import summarize
     from longtail.evaluation.tables import format_results
     from longtail.run import evaluate
 
-    evaluation = evaluate(args.path, progress=not args.no_progress, overrides=args.overrides)
+    evaluation = evaluate(args.path, progress=not args.no_progress, overrides=args.overrides,
+                          features=args.posthoc == "tau_norm")
     info, method, outputs = evaluation.info, evaluation.method, evaluation.outputs
     many, few = evaluation.config.eval.many, evaluation.config.eval.few
     results = evaluation.results
@@ -43,16 +44,56 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"test-agnostic accuracy: the mean over {args.resample} random test subsets per distribution")
     print(format_results(results, info["classes"], info["class_counts"], many, few))
     if args.posthoc is not None:
-        print(f"\npost-hoc logit adjustment to the uniform prior (Menon et al., ICLR 2021), tau {args.posthoc:g}:")
-        if method.logits_prior == "uniform":
-            print("  nothing to adjust: the logits were trained with a balanced loss and model the uniform prior")
-        else:
-            counts = info["class_counts"]
-            adjusted = adjust_logits(outputs.logits, prior(counts), prior([1] * len(counts)), args.posthoc)
-            print(format_results(summarize(adjusted, outputs.targets, counts, many, few,
-                                           resamples=args.resample),
-                                 info["classes"], counts, many, few))
+        print()
+        print(posthoc_table(args, evaluation))
     return 0
+
+
+#: Post-hoc corrections of ``longtail eval --posthoc``: name -> what they are.
+POSTHOC = {
+    "la": "post-hoc logit adjustment to the uniform prior (Menon et al., ICLR 2021)",
+    "norcal": "NorCal: probabilities divided by the class counts to the gamma (Pan et al., NeurIPS 2021)",
+    "tau_norm": "tau-normalised classifier weights (Kang et al., ICLR 2020)",
+}
+
+
+def posthoc_table(args: argparse.Namespace, evaluation) -> str:
+    """The test results after the correction ``args.posthoc`` at ``args.tau``, or at the
+    tau chosen on the validation split (never on the test split)."""
+    from torch import nn
+
+    from longtail.evaluation import summarize
+    from longtail.evaluation.posthoc import choose_tau, normalized_calibration, tau_normalized_logits
+    from longtail.evaluation.tables import format_results
+    from longtail.run import evaluate
+
+    name, tau = args.posthoc, args.tau
+    info, method = evaluation.info, evaluation.method
+    counts, classifier = info["class_counts"], method.classifier
+    if name in ("la", "norcal") and method.logits_prior == "uniform":
+        return f"{POSTHOC[name]}: nothing to adjust, the logits were trained with a balanced loss"
+    if name == "tau_norm" and not isinstance(classifier, nn.Linear):
+        raise ValueError(f"--posthoc tau_norm rescales a linear classifier's weights; this run's classifier is "
+                         f"{type(classifier).__name__}, whose weights are normalised already")
+
+    def corrected(outputs, tau: float):
+        if name == "tau_norm":
+            return tau_normalized_logits(outputs.features, classifier.weight.detach(), classifier.bias.detach(), tau)
+        return normalized_calibration(outputs.logits, counts, tau)
+
+    chosen = ""
+    if tau is None:
+        if not evaluation.has_validation:
+            tau, chosen = 1.0, "tau 1: the data has no validation split to choose it on (never on the test split)"
+        else:
+            validation = evaluate(args.path, progress=False, features=True, split="val", overrides=args.overrides)
+            tau = choose_tau(lambda t: corrected(validation.outputs, t), validation.outputs.targets)
+            chosen = f"tau {tau:g}, chosen on the validation split (balanced accuracy, 0 to 2 by 0.1)"
+    many, few = evaluation.config.eval.many, evaluation.config.eval.few
+    results = summarize(corrected(evaluation.outputs, tau), evaluation.outputs.targets, counts, many, few,
+                        resamples=args.resample)
+    return (f"{POSTHOC[name]}, {chosen or f'tau {tau:g}'}:\n"
+            + format_results(results, info["classes"], counts, many, few))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -207,8 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("eval", help="re-evaluate a run directory or checkpoint on its test set")
     evaluate.add_argument("path", metavar="RUN_DIR|CHECKPOINT")
-    evaluate.add_argument("--posthoc", nargs="?", type=float, const=1.0, metavar="TAU",
-                          help="also report after post-hoc logit adjustment to the uniform prior (tau 1 by default)")
+    evaluate.add_argument("--posthoc", nargs="?", choices=sorted(POSTHOC), const="la",
+                          help="also report after a post-hoc correction: " + "; ".join(
+                              f"{k}: {v}" for k, v in POSTHOC.items()) + " (la when named alone)")
+    evaluate.add_argument("--tau", type=float, metavar="TAU",
+                          help="the correction's strength; by default chosen on the validation split, else 1")
     evaluate.add_argument("--resample", type=at_least(0), default=0, metavar="N",
                           help="test-agnostic accuracy as the mean over N random test subsets, not exact weights")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")

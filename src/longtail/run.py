@@ -486,6 +486,7 @@ class Evaluation:
     method: ClassifierMethod
     outputs: Outputs
     results: dict
+    has_validation: bool = False
 
 
 def evaluate(path: str | Path, progress: bool = True, features: bool = False, split: str = "test",
@@ -512,4 +513,4 @@ def evaluate(path: str | Path, progress: bool = True, features: bool = False, sp
     trainer.test(method, datamodule=datamodule, verbose=False)
     outputs = collector.test
     results = summarize(outputs.logits, outputs.targets, info["class_counts"], config.eval.many, config.eval.few)
-    return Evaluation(info, config, method, outputs, results)
+    return Evaluation(info, config, method, outputs, results, splits.val is not None)

@@ -1,8 +1,9 @@
-"""Post-hoc logit adjustment: move a model's predictions to another label prior."""
+"""Post-hoc corrections of a trained model's logits, no retraining: logit adjustment to another
+label prior, NorCal, tau-normalisation, and the choice of their strength on held-out data."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -31,3 +32,51 @@ def adjust_logits(logits: Tensor, source: Tensor, target: Tensor, tau: float = 1
     """
     shift = tau * (torch.log(target) - torch.log(source))
     return logits + shift.to(logits.dtype).to(logits.device)
+
+
+def normalized_calibration(logits: Tensor, counts: Sequence[float] | Tensor, gamma: float = 1.0) -> Tensor:
+    """NorCal: each class's probability divided by its training count to the ``gamma``,
+    then normalised again.
+
+    - [0] Pan et al., "On Model Calibration for Long-Tailed Object Detection and Instance
+      Segmentation", NeurIPS 2021, https://arxiv.org/abs/2107.02170 (the NorCal score)
+
+    ``p_c ~ softmax(z)_c / n_c^gamma``: in logits, ``z_c - gamma log n_c``. (The paper's
+    detector keeps its background class out of the division; a classifier has none, and
+    NorCal is then post-hoc logit adjustment to the uniform prior with ``tau = gamma``.)
+    """
+    return adjust_logits(logits, prior(counts), prior([1.0] * len(counts)), gamma)
+
+
+def tau_normalized_logits(features: Tensor, weight: Tensor, bias: Tensor | None, tau: float = 1.0) -> Tensor:
+    """The logits of a linear classifier whose class weights are tau-normalised.
+
+    - [0] Kang et al., "Decoupling Representation and Classifier for Long-Tailed
+      Recognition", ICLR 2020, https://arxiv.org/abs/1910.09217 (Sec. 4, tau-normalised
+      classifier)
+
+    ``w_j <- w_j / |w_j|^tau``: the head's weights, grown large on its many images, are
+    brought to the tail's norm (``tau = 1``: unit norms; ``tau = 0``: unchanged). The
+    bias, if any, is kept, so ``tau = 0`` gives the classifier's own logits.
+    """
+    weight = weight.to(features.dtype)
+    scaled = weight / weight.norm(dim=1, keepdim=True).pow(tau)
+    logits = features @ scaled.T
+    return logits if bias is None else logits + bias.to(features.dtype)
+
+
+def balanced_accuracy(logits: Tensor, targets: Tensor) -> float:
+    """The mean over the classes present of each class's accuracy (percent)."""
+    targets = torch.as_tensor(targets).long()
+    predictions = logits.argmax(dim=1)
+    present = torch.unique(targets)
+    return float(torch.stack([(predictions[targets == c] == c).double().mean() for c in present]).mean() * 100)
+
+
+def choose_tau(logits_at: Callable[[float], Tensor], targets: Tensor,
+               candidates: Sequence[float] = tuple(i / 10 for i in range(21))) -> float:
+    """The ``tau`` of ``candidates`` (0 to 2 by 0.1) whose logits ``logits_at(tau)`` have
+    the best balanced accuracy on ``targets``: a validation split's, never the test's.
+    Ties go to the smaller ``tau``."""
+    scores = [balanced_accuracy(logits_at(tau), targets) for tau in candidates]
+    return candidates[max(range(len(candidates)), key=lambda i: (scores[i], -i))]
