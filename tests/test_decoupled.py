@@ -65,3 +65,16 @@ def test_ncm_classifies_by_the_nearest_mean_of_the_training_features(first_stage
     torch.testing.assert_close(test.outputs.logits.double(), 16.0 * cosine, rtol=1e-4, atol=1e-4)
     nearest = cosine.argmax(1)
     assert test.results["overall"] == pytest.approx(100 * (nearest == test.outputs.targets).double().mean().item())
+
+
+def test_marc_learns_a_scale_and_a_margin_per_class_on_the_frozen_classifier(first_stage, tmp_path, monkeypatch):
+    run, first, second = second_stage(first_stage, tmp_path, monkeypatch, "method.name=marc",
+                                      "model.init_classifier=true")
+    kept = [key for key in first if key.startswith(("backbone.", "classifier."))]
+    assert all(torch.equal(first[key], second[key]) for key in kept)
+    assert not torch.equal(second["omega"], torch.ones(10)) and not torch.equal(second["beta"], torch.zeros(10))
+    evaluation = evaluate(run, progress=False, features=True)
+    weight, bias = first["classifier.weight"].double(), first["classifier.bias"].double()
+    linear = evaluation.outputs.features.double() @ weight.T + bias
+    expected = second["omega"].double() * linear + second["beta"].double() * weight.norm(dim=1)
+    torch.testing.assert_close(evaluation.outputs.logits.double(), expected, rtol=1e-4, atol=1e-4)

@@ -5,7 +5,12 @@ from typing import NamedTuple
 from longtail.errors import NonFiniteLossError
 from longtail.methods.base import ClassifierMethod, OptimizerFactory
 from longtail.methods.bcl import BCL
-from longtail.methods.decoupled import ClassifierRetraining, LearnableWeightScaling, NearestClassMean
+from longtail.methods.decoupled import (
+    ClassifierRetraining,
+    LearnableWeightScaling,
+    MarginCalibration,
+    NearestClassMean,
+)
 from longtail.methods.supervised import Supervised
 
 
@@ -46,6 +51,11 @@ METHODS = {
         "learnable weight scaling of a frozen classifier from model.init_from (Kang et al., ICLR 2020)",
         "ce",
     ),
+    "marc": MethodEntry(
+        MarginCalibration,
+        "margin calibration of a frozen classifier from model.init_from (Wang et al., ACML 2022)",
+        "class_balanced",
+    ),
     "ncm": MethodEntry(
         NearestClassMean,
         "nearest class mean on a frozen backbone from model.init_from, no training (Kang et al., ICLR 2020)",
@@ -59,6 +69,7 @@ __all__ = [
     "ClassifierMethod",
     "ClassifierRetraining",
     "LearnableWeightScaling",
+    "MarginCalibration",
     "MethodEntry",
     "NearestClassMean",
     "NonFiniteLossError",

@@ -117,3 +117,38 @@ class NearestClassMean(ClassifierMethod):
 
     def training_losses(self, views: Tensor, targets: Tensor) -> dict[str, Tensor]:
         return {}
+
+
+class MarginCalibration(ClassifierMethod):
+    """Margin calibration (MARC), a short second stage.
+
+    - [0] Wang et al., "Margin Calibration for Long-Tailed Visual Recognition", ACML 2022,
+      https://arxiv.org/abs/2112.07225 (Sec. 3, the margin calibration function)
+
+    The first stage's backbone and classifier (``model.init_from``,
+    ``model.init_classifier=true``) stay frozen. Each class's logit, whose margin
+    ``f_j / |w_j|`` is biased toward the head, is calibrated by two learned numbers:
+    ``eta_j = omega_j f_j + beta_j |w_j|`` (``omega`` from 1, ``beta`` from 0), trained for
+    a few epochs with a re-weighted cross-entropy (``loss.name``; by default the
+    class-balanced softmax).
+
+    Args: those of ``ClassifierMethod``.
+    """
+
+    needs_init_from = True
+    needs_init_classifier = True
+
+    def __init__(self, **parts) -> None:
+        super().__init__(**parts)
+        classes = self.classifier.weight.shape[0]
+        self.omega = nn.Parameter(torch.ones(classes))
+        self.beta = nn.Parameter(torch.zeros(classes))
+
+    def frozen(self) -> list[nn.Module]:
+        return [self.backbone, self.classifier]
+
+    def logits(self, features: Tensor) -> Tensor:
+        return self.omega * self.classifier(features) + self.beta * self.classifier.weight.detach().norm(dim=1)
+
+    def training_losses(self, views: Tensor, targets: Tensor) -> dict[str, Tensor]:
+        return {"classifier": self.classifier_loss(self(views[:, 0]), targets)}
