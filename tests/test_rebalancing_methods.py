@@ -1,6 +1,7 @@
 """The re-balancing family in training: every loss trains from the config, deferred
 re-weighting switches at its epoch, LDAM is kept from a second scale."""
 
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
@@ -65,3 +66,67 @@ def test_every_new_loss_trains_a_step_from_the_config(tmp_path, name):
                                       "optim.epochs=1", f"out_dir={tmp_path}"])
     _, metrics = train(config, progress=False)
     assert 0 <= metrics["test"]["overall"] <= 100
+
+
+def test_val_per_class_holds_a_balanced_split_out_before_the_long_tail():
+    from longtail.data import read_splits
+
+    plain = read_splits("digits")
+    held = read_splits("digits", val_per_class=5)
+    assert held.val.counts() == [5] * 10 and plain.val is None
+    train_images = {bytes(image) for image in np.asarray(held.train.images)}
+    assert not any(bytes(image) in train_images for image in np.asarray(held.val.images))
+    assert held.train.counts()[0] > held.train.counts()[-1]  # still long-tailed after the hold-out
+
+
+class RecordValidation(Callback):
+    """Each validation pass's per-class accuracy, computed here from the outputs."""
+
+    def __init__(self):
+        self.accuracy, self._batches = [], []
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        self._batches.append((outputs["logits"].argmax(1), outputs["targets"]))
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        predictions = torch.cat([p for p, _ in self._batches])
+        targets = torch.cat([t for _, t in self._batches])
+        self._batches = []
+        if not trainer.sanity_checking:
+            self.accuracy.append([(predictions[targets == c] == c).double().mean().item() for c in range(10)])
+
+
+def difficulty_weights(accuracy, tau):
+    raw = [(1 - a) ** tau for a in accuracy]
+    return torch.tensor([w * len(raw) / sum(raw) for w in raw], dtype=torch.float32)
+
+
+@pytest.mark.parametrize("sampler", ["random", "class_difficulty"])
+def test_class_difficulty_weights_follow_the_held_out_accuracy(tmp_path, sampler):
+    config = load_config([], QUICK + ["method.name=ce", "method.cdb_tau=1.5", "data.val_per_class=5",
+                                      f"data.sampler={sampler}", "optim.epochs=2", f"out_dir={tmp_path}"])
+    weights, validation = RecordLossWeight(), RecordValidation()
+
+    class RecordSampler(Callback):
+        def __init__(self):
+            self.weights = {}
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            self.weights[trainer.current_epoch] = trainer.datamodule.train_sampler.class_weights
+
+    sampled = RecordSampler()
+    train(config, progress=False, callbacks=[weights, validation, sampled])
+    expected = difficulty_weights(validation.accuracy[0], 1.5)  # measured after epoch 0, used in epoch 1
+    if sampler == "random":
+        torch.testing.assert_close(weights.weights[0], torch.ones(10))
+        torch.testing.assert_close(weights.weights[1], expected)
+    else:
+        assert weights.weights[1] is None  # the loss is left as it is
+        torch.testing.assert_close(sampled.weights[1], expected)
+
+
+def test_cdb_without_held_out_data_is_refused_by_name(tmp_path, capsys):
+    from longtail.cli import main
+
+    assert main(["train", "method.name=ce", "method.cdb_tau=1", *QUICK, "optim.epochs=1", f"out_dir={tmp_path}"]) == 2
+    assert "data.val_per_class" in capsys.readouterr().err

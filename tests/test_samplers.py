@@ -98,3 +98,15 @@ def test_class_aware_samplers_draw_the_images_of_a_class_uniformly():
     head = torch.bincount(drawn[drawn < 300], minlength=300).double()
     tail = torch.bincount(drawn[drawn >= 300] - 300, minlength=3).double()
     assert head.std() / head.mean() < 0.2 and tail.std() / tail.mean() < 0.1
+
+
+def test_class_difficulty_draws_the_classes_by_the_weights_it_is_given():
+    labels = [0] * 400 + [1] * 100 + [2] * 25
+    sampler = EpochSampler(labels, "class_difficulty", seed=0)
+    sampler.class_weights = torch.tensor([0.5, 1.0, 2.5])
+    drawn = []
+    for epoch in range(40):
+        sampler.set_epoch(epoch)
+        drawn += [labels[i] for i, _ in sampler]
+    shares = torch.bincount(torch.tensor(drawn)).double() / len(drawn)
+    torch.testing.assert_close(shares, torch.tensor([0.125, 0.25, 0.625], dtype=torch.float64), atol=0.012, rtol=0)

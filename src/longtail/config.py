@@ -57,6 +57,7 @@ class DataConfig:
     on_corrupt: str = "error"
     cache: bool = True
     cache_dir: str | None = None
+    val_per_class: int | None = None
 
 
 @dataclass
@@ -319,6 +320,11 @@ def validate(config: Config, check_paths: bool = True) -> None:
     _check("data.resize", data.resize is None or data.format in ("folder", "list"),
            f"resizes image files (data.format folder or list), not data.format={data.format}")
     _check("data.on_corrupt", data.on_corrupt in ("error", "skip"), f"must be error or skip, got {data.on_corrupt!r}")
+    _check("data.val_per_class", data.val_per_class is None or data.val_per_class >= 1,
+           f"must be at least 1 (empty: no split held out), got {data.val_per_class}")
+    _check("data.sampler", data.sampler != "class_difficulty" or config.method.get("cdb_tau") is not None,
+           "class_difficulty draws the classes by their difficulty on held-out data: set method.cdb_tau "
+           "(and data.val_per_class=N where the data has no validation split)")
     _check("data.views", len(data.views) >= 1, "needs at least one view")
     for i, view in enumerate(data.views):
         try:

@@ -65,7 +65,7 @@ def read_data(config: Config, decode: bool = True) -> DataSplits:
     cache_dir = (data.cache_dir or default_cache_dir()) if data.cache else None
     return read_splits(data.format, data.root, data.imbalance_factor, data.profile, data.seed,
                        cache_dir, data.on_corrupt, (data.train_list, data.test_list, data.val_list),
-                       data.resize, data.num_workers, decode)
+                       data.resize, data.num_workers, decode, data.val_per_class)
 
 
 def build_parts(config: Config, class_counts: Sequence[int]) -> dict[str, nn.Module]:
@@ -140,6 +140,9 @@ def build(config: Config, initialise: bool = True) -> Built:
     L.seed_everything(config.seed, workers=True, verbose=False)
     data = config.data
     splits = read_data(config)
+    if config.method.get("cdb_tau") is not None and splits.val is None:
+        raise ConfigError("method.cdb_tau: the class difficulties are measured on held-out data, and the data has "
+                          "no validation split: set data.val_per_class=N (N images of every class held out)")
     method = build_method(config, splits.train.counts(), initialise)
     datamodule = LongTailDataModule(
         splits,

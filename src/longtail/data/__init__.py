@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from longtail.data.longtail import longtail_counts, shot_groups, subsample_indices
+from longtail.data.longtail import hold_out_indices, longtail_counts, shot_groups, subsample_indices
 from longtail.data.module import LongTailDataModule
 from longtail.data.samplers import SAMPLERS, EpochSampler
 from longtail.data.split_list import list_counts, read_lists, read_split_list
@@ -41,6 +41,7 @@ def read_splits(
     resize: int | None = None,
     num_workers: int | None = None,
     decode: bool = True,
+    val_per_class: int | None = None,
 ) -> DataSplits:
     """Read a data set and make its training set long-tailed.
 
@@ -60,6 +61,9 @@ def read_splits(
         num_workers: processes that decode image files (``None``: one per core).
         decode: ``False`` lists image files without decoding them; each set's ``storage``
             says where a run would hold them (``longtail data info``).
+        val_per_class: hold this many images of every class out of the training pool,
+            before it is made long-tailed, as a balanced validation split (for data
+            without one of its own).
     """
     if format == "digits":
         splits = read_digits(seed=seed)
@@ -73,6 +77,12 @@ def read_splits(
                             num_workers=num_workers, decode=decode)
     else:
         raise ValueError(f"unknown data.format {format!r}")
+    if val_per_class is not None:
+        if splits.val is not None:
+            raise ValueError("data.val_per_class: the data has a validation split of its own")
+        held = np.zeros(len(splits.train), dtype=bool)
+        held[hold_out_indices(splits.train.labels, val_per_class, seed)] = True
+        splits.train, splits.val = splits.train.subset(np.flatnonzero(~held)), splits.train.subset(np.flatnonzero(held))
     if imbalance_factor is not None:
         splits.train = make_longtailed(splits.train, imbalance_factor, profile, seed)
     if not np.all(np.asarray(splits.train.counts()) > 0):

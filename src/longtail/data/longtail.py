@@ -60,6 +60,21 @@ def subsample_indices(labels: Sequence[int], counts: Sequence[int], seed: int) -
     return np.sort(np.concatenate(kept)) if kept else np.empty(0, dtype=np.int64)
 
 
+def hold_out_indices(labels: Sequence[int], per_class: int, seed: int) -> np.ndarray:
+    """``per_class`` images of every class, drawn with ``seed``: a balanced validation set
+    held out of a training pool before it is made long-tailed (as Sinha et al. hold out
+    their held-out data for the class difficulties)."""
+    labels = np.asarray(labels)
+    rng = np.random.RandomState(seed + 7919)  # not the subsampling's draw
+    held = []
+    for cls in range(int(labels.max()) + 1):
+        members = np.flatnonzero(labels == cls)
+        if per_class >= len(members):
+            raise ValueError(f"class {cls} has {len(members)} images: too few to hold {per_class} out")
+        held.append(rng.choice(members, per_class, replace=False))
+    return np.sort(np.concatenate(held))
+
+
 def shot_groups(train_counts: Sequence[int], many: int = 100, few: int = 20) -> list[str]:
     """The shot group of each class: ``many`` above ``many`` training images, ``few``
     below ``few``, ``medium`` otherwise (the split of Liu et al., "Large-Scale

@@ -20,6 +20,8 @@ SAMPLERS = {
     "(Kang et al., ICLR 2020, 'Decoupling Representation and Classifier')",
     "square_root": "each class as likely as the square root of its size, with replacement (Kang et al., ICLR 2020)",
     "progressive": "from instance- to class-balanced over the epochs, with replacement (Kang et al., ICLR 2020)",
+    "class_difficulty": "each class as likely as its difficulty on held-out data, with replacement; needs "
+    "method.cdb_tau (Sinha et al., IJCV 2022)",
 }
 
 
@@ -41,7 +43,7 @@ def class_probabilities(counts: torch.Tensor, name: str, progress: float = 0.0) 
 
     if name == "progressive":
         return (1 - progress) * power(1.0) + progress * power(0.0)
-    return power({"random": 1.0, "class_balanced": 0.0, "square_root": 0.5}[name])
+    return power({"random": 1.0, "class_balanced": 0.0, "square_root": 0.5, "class_difficulty": 0.0}[name])
 
 
 class EpochSampler(Sampler[tuple[int, int]]):
@@ -55,7 +57,8 @@ class EpochSampler(Sampler[tuple[int, int]]):
         seed: the run's seed.
         epochs: the run's epochs ``T`` (``progressive``).
 
-    ``set_epoch(e)`` chooses the epoch (Lightning calls it); ``skip`` items are left out
+    ``class_weights`` (``[C]``, set by the method: ``class_difficulty``), when set, are the
+    class probabilities, normalised. ``set_epoch(e)`` chooses the epoch (Lightning calls it); ``skip`` items are left out
     at the start of the next epoch's iteration, to resume mid-epoch. With
     ``shard(rank, world_size)`` each of the processes of a distributed run takes every
     ``world_size``-th position of the same epoch, so their items are disjoint, and all
@@ -69,6 +72,7 @@ class EpochSampler(Sampler[tuple[int, int]]):
         self.name = name
         self.seed = seed
         self.epochs = epochs
+        self.class_weights: torch.Tensor | None = None
         self.epoch = 0
         self.skip = 0
         self.rank, self.world_size = 0, 1
@@ -88,7 +92,10 @@ class EpochSampler(Sampler[tuple[int, int]]):
         if self.name == "random":
             return torch.randperm(len(self.labels), generator=generator)
         counts = torch.bincount(self.labels)
-        per_class = class_probabilities(counts, self.name, min(1.0, self.epoch / max(1, self.epochs)))
+        if self.class_weights is not None:
+            per_class = self.class_weights.to(torch.float64) / self.class_weights.sum()
+        else:
+            per_class = class_probabilities(counts, self.name, min(1.0, self.epoch / max(1, self.epochs)))
         weights = (per_class / counts.to(torch.float64))[self.labels]  # uniform within a class
         return torch.multinomial(weights, len(self.labels), replacement=True, generator=generator)
 

@@ -64,6 +64,9 @@ class EvaluationOutputs(Callback):
         for key in ("overall", *SHOT_GROUPS):
             if results[key] is not None:
                 pl_module.log(f"val/{key}", results[key], prog_bar=key == "overall")
+        validated = getattr(pl_module, "validated", None)
+        if validated is not None and not trainer.sanity_checking:
+            validated(results["per_class"])
 
     on_test_epoch_start = on_validation_epoch_start
 

@@ -35,6 +35,8 @@ class ClassifierMethod(L.LightningModule):
       few lines; ``trainable_parameters()`` is what the optimiser gets.
     - ``after_step()``: runs after every optimiser step that was applied, never after a
       step skipped for a non-finite loss: momentum encoders and queues update here.
+    - ``validated(per_class_accuracy)``: after every validation pass, with each class's
+      accuracy on the validation split (class-difficulty weights update here).
 
     Args:
         backbone: images ``[B, 3, H, W]`` -> features ``[B, F]``, with ``num_features``.
@@ -118,6 +120,10 @@ class ClassifierMethod(L.LightningModule):
 
     def after_step(self) -> None:
         """Hook: runs after every applied optimiser step."""
+
+    def validated(self, per_class_accuracy: list[float | None]) -> None:
+        """Hook: each class's accuracy (percent; ``None`` for a class without images) on the
+        validation split, after every validation pass."""
 
     def setup(self, stage: str) -> None:
         for part in self.frozen():
