@@ -16,7 +16,11 @@ machines when --runs travels with it.
 The recipe is the BCL paper's (configs/cifar*_lt/bcl.yaml), compressed to the budget:
 warm-up and the step milestones (160 and 180 of 200) scale with the epochs, and the
 learning rate scales linearly with the batch size (0.15 at 256). Single-branch methods
-train on the classifier view of BCL (AutoAugment and Cutout).
+train on the classifier view of BCL (AutoAugment and Cutout), or with ``standard`` views
+(random crop and flip) where the row's name says so. The re-balancing family's rows
+(``ROWS``): losses and samplers train the whole budget; second stages (cRT, LWS, MARC, NCM)
+train a few epochs on the cross-entropy row's backbone; post-hoc rows correct its test
+logits. The table says which of the papers' orderings hold at this budget.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -35,42 +40,103 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from longtail.checkpoints import load_checkpoint
-from longtail.config import Config, load_config
+from longtail.config import Config, load_config, method_class
+from longtail.data import shot_groups
+from longtail.evaluation import summarize
+from longtail.evaluation.posthoc import normalized_calibration, tau_normalized_logits
 from longtail.files import atomic_write_text
 from longtail.hardware import machine_info, native_bf16
 from longtail.progress import ModelOnlyStep, Throughput, quiet_lightning
-from longtail.run import RUN_DIR_VARIABLE, build_method, environment, train
+from longtail.run import RUN_DIR_VARIABLE, build_method, environment, evaluate, train
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 RECIPE_EPOCHS, RECIPE_WARMUP, RECIPE_MILESTONES, RECIPE_LR, RECIPE_BATCH = 200, 5, (160, 180), 0.15, 256
 
 
-def recipe(data: str, method: str, epochs: int, batch_size: int, imbalance_factor: float,
-           seed: int, precision: str, out_dir: Path) -> Config:
-    """The config of the compressed recipe for one row."""
+@dataclass(frozen=True)
+class Row:
+    """A row of the table: the overrides of its method (``{drw_epoch}`` is 0.8 of the epochs,
+    as Cao et al.'s 160 of 200), the classifier's views, and where it starts: a second stage
+    trains ``stage_epochs`` on the backbone of row ``after``'s run; a post-hoc row corrects
+    that run's test logits (``posthoc``), training nothing."""
+
+    overrides: tuple[str, ...] = ()
+    views: str = "auto+cutout"
+    after: str | None = None
+    stage_epochs: int = 3
+    posthoc: str | None = None
+
+
+SUPERVISED = ("method.name=supervised",)
+#: The rows by name (``--methods``). The single-view rows train on BCL's classifier view
+#: unless they say ``standard`` (random crop and flip).
+ROWS = {
+    "ce": Row(("method.name=ce",)),
+    "logit_adjustment": Row(("method.name=logit_adjustment",)),
+    "balanced_softmax": Row(("method.name=balanced_softmax",)),
+    "bcl": Row(("method.name=bcl",), views="auto+cutout, sim, sim"),
+    "ce_standard": Row(("method.name=ce",), views="standard"),
+    "logit_adjustment_standard": Row(("method.name=logit_adjustment",), views="standard"),
+    "label_smoothing": Row((*SUPERVISED, "loss.name=ce", "loss.label_smoothing=0.1")),
+    "focal": Row((*SUPERVISED, "loss.name=focal", "loss.gamma=1.0")),
+    "class_balanced_softmax": Row((*SUPERVISED, "loss.name=class_balanced", "loss.beta=0.9999")),
+    "class_balanced_focal": Row((*SUPERVISED, "loss.name=class_balanced", "loss.base=focal", "loss.beta=0.9999",
+                                 "loss.gamma=1.0")),
+    "ldam_drw": Row((*SUPERVISED, "loss.name=ldam", "model.classifier=normalized", "method.drw_epoch={drw_epoch}")),
+    "ce_drw": Row(("method.name=ce", "method.drw_epoch={drw_epoch}")),
+    "iif": Row((*SUPERVISED, "loss.name=iif")),
+    "bal_bce": Row((*SUPERVISED, "loss.name=bal_bce")),
+    "eql": Row((*SUPERVISED, "loss.name=eql")),
+    "efl": Row((*SUPERVISED, "loss.name=efl")),
+    "gol": Row((*SUPERVISED, "loss.name=gol")),
+    "cdb_w": Row(("method.name=ce", "method.cdb_tau=1.5", "data.val_per_class=25")),
+    "class_balanced_sampler": Row(("method.name=ce", "data.sampler=class_balanced")),
+    "square_root": Row(("method.name=ce", "data.sampler=square_root")),
+    "progressive": Row(("method.name=ce", "data.sampler=progressive")),
+    "cdb_s": Row(("method.name=ce", "method.cdb_tau=1.5", "data.sampler=class_difficulty", "data.val_per_class=25")),
+    "crt": Row(("method.name=crt", "data.sampler=class_balanced"), after="ce"),
+    "lws": Row(("method.name=lws", "model.init_classifier=true", "data.sampler=class_balanced"), after="ce"),
+    "marc": Row(("method.name=marc", "model.init_classifier=true"), after="ce"),
+    "ncm": Row(("method.name=ncm",), after="ce", stage_epochs=1),
+    "ce+la": Row(after="ce", posthoc="la"),
+    "ce+tau_norm": Row(after="ce", posthoc="tau_norm"),
+}
+
+
+def recipe(data: str, row: str, epochs: int, batch_size: int, imbalance_factor: float,
+           seed: int, precision: str, out_dir: Path, first_stage: Path | None = None) -> Config:
+    """The config of the compressed recipe for one row (a second stage: on ``first_stage``)."""
     if data == "digits":
         files, base = [], ["data.format=digits"]
     else:
         recipe_dir = "cifar100_lt" if "100" in Path(data).name else "cifar10_lt"
         files, base = [ROOT / "configs" / recipe_dir / "bcl.yaml"], [f"data.root={data}"]
     scale = epochs / RECIPE_EPOCHS
-    overrides = base + [
-        f"data.imbalance_factor={imbalance_factor}",
-        f"method.name={method}",
+    spec = ROWS[row]
+    schedule = [
         f"optim.epochs={epochs}",
         f"optim.warmup_epochs={max(1, round(RECIPE_WARMUP * scale))}",
         "optim.schedule=step",
         f"optim.milestones=[{','.join(str(max(1, round(m * scale))) for m in RECIPE_MILESTONES)}]",
+    ]
+    if first_stage is not None:  # a few epochs on a trained backbone, the rate decaying to 0
+        schedule = [f"optim.epochs={spec.stage_epochs}", "optim.warmup_epochs=0", "optim.schedule=cosine",
+                    f"model.init_from={first_stage}"]
+    overrides = base + schedule + [
+        f"data.imbalance_factor={imbalance_factor}",
         f"optim.lr={RECIPE_LR * batch_size / RECIPE_BATCH:g}",
         f"data.batch_size={batch_size}",
         f"seed={seed}",
         f"trainer.precision={precision}",
         f"out_dir={out_dir}",
         "trainer.checkpoint_every=100",
-    ]
-    if method != "bcl":
-        overrides += ["data.views=[auto+cutout]", "model.classifier=linear"]
+    ] + [o.format(drw_epoch=round(0.8 * epochs)) for o in spec.overrides]
+    if spec.views != "auto+cutout, sim, sim":
+        views = "auto+cutout" if spec.views == "auto+cutout" else spec.views
+        overrides += [f"data.views=[{views}]"]
+        if not any(o.startswith("model.classifier=") for o in spec.overrides):
+            overrides += ["model.classifier=linear"]
     return load_config(files, overrides)
 
 
@@ -93,10 +159,13 @@ class ModelBound(Callback):
     def on_fit_start(self, trainer, pl_module) -> None:
         config, counts = self.config, trainer.datamodule.class_counts
         method = build_method(config, counts, initialise=False)
+        trains = any(p.requires_grad for p in method.trainable_parameters())
         self.model_only = ModelOnlyStep(method, config.data.batch_size, trainer.datamodule.size, len(counts),
-                                        bf16=config.trainer.precision.startswith("bf16"))
+                                        bf16=config.trainer.precision.startswith("bf16")) if trains else None
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self.model_only is None:  # a method that trains nothing (NCM) has no bound
+            return
         throughput = next(c for c in trainer.callbacks if isinstance(c, Throughput))
         images, seconds, _ = throughput.epochs[trainer.current_epoch]
         start = time.perf_counter()
@@ -146,6 +215,69 @@ def train_row(config: Config, run_dir: Path, bound: ModelBound, since: str | Non
         return train(config, progress=True, callbacks=[bound])[1]
 
 
+def row_dir(args: argparse.Namespace, name: str, row: str, precision: str) -> Path:
+    return args.runs / name / f"{row}-{precision}-e{args.epochs}-b{args.batch_size}-s{args.seed}"
+
+
+def measure_row(args: argparse.Namespace, name: str, row: str, precision: str, result: dict) -> dict | None:
+    """Train (or continue) the row's run, or correct its first stage's logits post hoc, and
+    return its table row; ``None`` when the first stage it needs is not measured yet."""
+    spec = ROWS[row]
+    first_stage = row_dir(args, name, spec.after, precision) if spec.after else None
+    if first_stage is not None and not (first_stage / "metrics.json").is_file():
+        print(f"{row} {precision}: needs the {spec.after} row at {precision} first", file=sys.stderr)
+        return None
+    run_dir = row_dir(args, name, row, precision)
+    views = spec.views
+    if spec.posthoc is not None:
+        print(f"{row} {precision}: correcting the logits of {first_stage}", file=sys.stderr)
+        start = time.perf_counter()
+        evaluation = evaluate(first_stage, progress=False, features=True)
+        logits = posthoc_logits(spec.posthoc, evaluation, 1.0)
+        test = summarize(logits, evaluation.outputs.targets, evaluation.info["class_counts"],
+                         evaluation.config.eval.many, evaluation.config.eval.few)
+        metrics = {"test": test, "shot_groups": shot_groups(evaluation.info["class_counts"],
+                                                            evaluation.config.eval.many, evaluation.config.eval.few),
+                   "train_counts": evaluation.info["class_counts"], "wall_s": time.perf_counter() - start}
+        throughput = {"images_per_s": None, "bound_images_per_s": None, "fraction": None, "bound_epochs": 0}
+    else:
+        config = recipe(args.data, row, args.epochs, args.batch_size, args.imbalance_factor, args.seed,
+                        precision, args.runs, first_stage)
+        views = ", ".join(config.data.views[: method_class(config.method["name"]).num_views])
+        print(f"{row} {precision}: training", file=sys.stderr)
+        bound = ModelBound(config)
+        metrics = train_row(config, run_dir, bound, args.since, result["commit"])
+        pairs = list(bound.epochs.values())
+        throughput = {
+            "images_per_s": metrics["images_per_s"] if pairs else None,
+            "bound_images_per_s": round(statistics.median(b for _, b in pairs), 1) if pairs else None,
+            "fraction": round(statistics.median(p / b for p, b in pairs), 3) if pairs else None,
+            "bound_epochs": len(pairs),
+        }
+        metrics["wall_s"] -= bound.seconds
+    test = metrics["test"]
+    return {
+        "method": row, "precision": precision, "epochs": args.epochs, "batch_size": args.batch_size,
+        "views": views, "after": spec.after, "posthoc": spec.posthoc,
+        "overall": test["overall"], "many": test["many"], "medium": test["medium"], "few": test["few"],
+        "tail": tail_accuracy(test["per_class"], metrics["shot_groups"]),
+        "per_class": test["per_class"], "train_counts": metrics["train_counts"],
+        "wall_s": round(metrics["wall_s"], 1), **throughput, "run_dir": str(run_dir if spec.posthoc is None
+                                                                              else first_stage),
+        "commit": result["commit"], "capability": result["machine"]["capability"], "stale": False,
+    }
+
+
+def posthoc_logits(name: str, evaluation, tau: float):
+    """The test logits of ``evaluation`` after the post-hoc correction ``name`` at ``tau``
+    (the CIFAR-LT data have no validation split to choose it on: the papers' default 1)."""
+    if name == "tau_norm":
+        classifier = evaluation.method.classifier
+        return tau_normalized_logits(evaluation.outputs.features, classifier.weight.detach(),
+                                     classifier.bias.detach(), tau)
+    return normalized_calibration(evaluation.outputs.logits, evaluation.info["class_counts"], tau)
+
+
 def tail_accuracy(per_class: list[float], shot_groups: list[str]) -> float | None:
     """Mean accuracy of the classes outside the many-shot group (``eval.many`` training
     images or fewer), None when there are none: CIFAR-10-LT at factor 100 has no few-shot class, so
@@ -154,33 +286,41 @@ def tail_accuracy(per_class: list[float], shot_groups: list[str]) -> float | Non
     return statistics.mean(tail) if tail else None
 
 
-ORDER = ("bcl", "logit_adjustment", "ce")  # the ordering the papers report, best first
+#: The orderings the papers report, best first: each is checked, overall and on the tail,
+#: at every precision that has all its rows.
+ORDERINGS = (
+    ("bcl", "logit_adjustment", "ce"),  # Zhu et al., CVPR 2022
+    ("ldam_drw", "ce"),  # Cao et al., NeurIPS 2019
+    ("class_balanced_focal", "focal"),  # Cui et al., CVPR 2019
+    ("crt", "ce"),  # Kang et al., ICLR 2020
+    ("lws", "ce"),  # Kang et al., ICLR 2020
+)
 
 
 def ordering(rows: list[dict]) -> list[str]:
-    """Whether BCL > logit adjustment > cross-entropy holds, overall and on the tail, for
-    each precision that has all three rows."""
+    """Which of the papers' orderings hold at this budget, overall and on the tail."""
     lines = []
-    for precision in dict.fromkeys(row["precision"] for row in rows):
-        by_method = {row["method"]: row for row in rows if row["precision"] == precision}
-        if not all(method in by_method for method in ORDER):
-            continue
-        for metric in ("overall", "tail"):
-            values = [by_method[method][metric] for method in ORDER]
-            if None in values:
+    for order in ORDERINGS:
+        for precision in dict.fromkeys(row["precision"] for row in rows):
+            by_method = {row["method"]: row for row in rows if row["precision"] == precision}
+            if not all(method in by_method for method in order):
                 continue
-            holds = all(better > worse for better, worse in zip(values, values[1:]))
-            measured = ", ".join(f"{method} {value:.1f}" for method, value in zip(ORDER, values))
-            lines.append(f"{metric} at {precision}: {' > '.join(ORDER)} "
-                         f"{'holds' if holds else 'does not hold'} ({measured}){mixed(by_method)}")
+            for metric in ("overall", "tail"):
+                values = [by_method[method][metric] for method in order]
+                if None in values:
+                    continue
+                holds = all(better > worse for better, worse in zip(values, values[1:]))
+                measured = ", ".join(f"{method} {value:.1f}" for method, value in zip(order, values))
+                lines.append(f"{metric} at {precision}: {' > '.join(order)} "
+                             f"{'holds' if holds else 'does not hold'} ({measured}){mixed(by_method, order)}")
     return lines
 
 
-def mixed(by_method: dict[str, dict]) -> str:
+def mixed(by_method: dict[str, dict], order: tuple[str, ...]) -> str:
     """A warning when the rows compared were measured on different CPUs, or some before the
     change that ``--since`` names (``stale``)."""
     made = {method: (by_method[method].get("capability") or "-", by_method[method].get("stale", False))
-            for method in ORDER}
+            for method in order}
     if len(set(made.values())) < 2:
         return ""
     return "; mixed rows, not yet a comparison: " + ", ".join(
@@ -201,20 +341,29 @@ def write_tables(results: Path, name: str, result: dict) -> None:
         "",
         f"Command: `{result['command']}`",
         "",
-        "| method | precision | overall | many | medium | few | tail | wall s | images/s | bound images/s | fraction "
-        "| commit | CPU |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        "| method | views | precision | overall | many | medium | few | tail | wall s | images/s | bound images/s "
+        "| fraction | commit | CPU |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
 
     def percent(value):
         return "-" if value is None else f"{value:.1f}"
 
+    def number(value, digits=0):
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    def views(row):
+        if row.get("posthoc"):
+            return f"{row['after']}'s logits, post hoc"
+        named = row.get("views") or ("auto+cutout, sim, sim" if row["method"] == "bcl" else "auto+cutout")
+        return f"{named} on {row['after']}'s backbone" if row.get("after") else named
+
     for row in result["rows"]:
         lines.append(
-            f"| {row['method']} | {row['precision']} | {percent(row['overall'])} | {percent(row['many'])} "
-            f"| {percent(row['medium'])} | {percent(row['few'])} | {percent(row['tail'])} "
-            f"| {row['wall_s']:.0f} | {row['images_per_s']:.0f} "
-            f"| {row['bound_images_per_s']:.0f} | {row['fraction']:.2f} | {row.get('commit') or '-'} "
+            f"| {row['method']} | {views(row)} | {row['precision']} | {percent(row['overall'])} "
+            f"| {percent(row['many'])} | {percent(row['medium'])} | {percent(row['few'])} | {percent(row['tail'])} "
+            f"| {row['wall_s']:.0f} | {number(row['images_per_s'])} "
+            f"| {number(row['bound_images_per_s'])} | {number(row['fraction'], 2)} | {row.get('commit') or '-'} "
             f"| {row.get('capability', earlier_capability)} |"
         )
     lines += [
@@ -225,7 +374,10 @@ def write_tables(results: Path, name: str, result: dict) -> None:
         "(loading included, evaluation not). bound: the model-only bound (forward, backward "
         "and step on random tensors, no loading) timed after each epoch, their median. "
         "fraction: the median over the epochs of the epoch's rate over the bound timed after it. "
-        "wall s: training time, the bound's timings left out. commit: the commit the row was "
+        "wall s: training time, the bound's timings left out (a second stage: its own epochs; post hoc: "
+        "the evaluation). views: the classifier's training views (BCL: and its contrastive ones); a second "
+        "stage trains a few epochs on the named row's backbone, a post-hoc row corrects its test logits "
+        "at tau 1 (no validation split to choose it on). commit: the commit the row was "
         "measured at (-: before rows recorded it). CPU: the capability of the machine that measured "
         "the row (rows from different CPUs compare by their fraction, not their images/s).",
         "",
@@ -237,7 +389,8 @@ def write_tables(results: Path, name: str, result: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="a CIFAR folder (pickles or image folders), or 'digits'")
-    parser.add_argument("--methods", default="ce,logit_adjustment,balanced_softmax,bcl")
+    parser.add_argument("--methods", default="ce,logit_adjustment,balanced_softmax,bcl",
+                        help="comma-separated rows: " + ", ".join(ROWS))
     parser.add_argument("--precisions", default="32", help="comma-separated, e.g. 32,bf16-mixed")
     parser.add_argument("--imbalance-factor", type=float, default=100)
     parser.add_argument("--epochs", type=int, default=30)
@@ -287,36 +440,21 @@ def main() -> None:
             continue
         result["notes"] = [n for n in result["notes"] if not n.startswith(f"no {precision} rows")]
         for method_name in args.methods.split(","):
+            if method_name not in ROWS:
+                parser.error(f"unknown row {method_name!r}; the rows: {', '.join(ROWS)}")
             measured = [r for r in result["rows"] if r["method"] == method_name and r["precision"] == precision]
             if measured and made_since(measured[0].get("commit"), args.since):
                 print(f"{method_name} {precision}: already measured", file=sys.stderr)
                 continue
-            run_dir = args.runs / name / f"{method_name}-{precision}-e{args.epochs}-b{args.batch_size}-s{args.seed}"
-            config = recipe(args.data, method_name, args.epochs, args.batch_size,
-                            args.imbalance_factor, args.seed, precision, args.runs)
-            print(f"{method_name} {precision}: training", file=sys.stderr)
-            bound = ModelBound(config)
-            metrics = train_row(config, run_dir, bound, args.since, result["commit"])
-            pairs = list(bound.epochs.values())
-            test = metrics["test"]
-            row = {
-                "method": method_name, "precision": precision, "epochs": args.epochs,
-                "batch_size": args.batch_size, "overall": test["overall"], "many": test["many"],
-                "medium": test["medium"], "few": test["few"],
-                "tail": tail_accuracy(test["per_class"], metrics["shot_groups"]),
-                "per_class": test["per_class"], "train_counts": metrics["train_counts"],
-                "wall_s": round(metrics["wall_s"] - bound.seconds, 1), "images_per_s": metrics["images_per_s"],
-                "bound_images_per_s": round(statistics.median(b for _, b in pairs), 1),
-                "fraction": round(statistics.median(p / b for p, b in pairs), 3),
-                "bound_epochs": len(pairs), "run_dir": str(run_dir), "commit": result["commit"],
-                "capability": result["machine"]["capability"], "stale": False,
-            }
+            row = measure_row(args, name, method_name, precision, result)
+            if row is None:
+                continue
             if measured:  # the new row takes the older one's place
                 result["rows"][result["rows"].index(measured[0])] = row
             else:
                 result["rows"].append(row)
             write_tables(args.results, name, result)
-            print(f"{method_name} {precision}: {test['overall']:.1f}% overall; wrote {path}", file=sys.stderr)
+            print(f"{method_name} {precision}: {row['overall']:.1f}% overall; wrote {path}", file=sys.stderr)
     write_tables(args.results, name, result)
 
 

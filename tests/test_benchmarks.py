@@ -15,8 +15,10 @@ SCRIPT = Path(__file__).parents[1] / "benchmarks" / "cifar_lt.py"
 def cifar_lt():
     spec = importlib.util.spec_from_file_location("cifar_lt", SCRIPT)
     module = importlib.util.module_from_spec(spec)
+    sys.modules["cifar_lt"] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
-    return module
+    yield module
+    del sys.modules["cifar_lt"]
 
 
 def bench(tmp_path, *args):
@@ -49,7 +51,7 @@ def test_cifar_lt_writes_rows_and_resumes_without_redoing_them(tmp_path):
     assert "ce 32: already measured" in second.stderr
     table = json.loads((tmp_path / "results/digits_lt10.json").read_text())
     assert [row["method"] for row in table["rows"]] == ["ce", "balanced_softmax"]
-    assert "| balanced_softmax | 32 |" in (tmp_path / "results/digits_lt10.md").read_text()
+    assert "| balanced_softmax | auto+cutout | 32 |" in (tmp_path / "results/digits_lt10.md").read_text()
 
 
 def test_a_stopped_row_continues_from_its_checkpoint(tmp_path):
@@ -136,3 +138,25 @@ def test_the_legend_states_the_shot_thresholds_of_the_run(cifar_lt, tmp_path):
     legend = (tmp_path / "table.md").read_text()
     assert "classes with over 50, 5 to 50, under 5 training images" in legend
     assert "the classes with 50 or fewer" in legend
+
+
+def test_second_stage_and_post_hoc_rows_start_from_the_cross_entropy_row(tmp_path):
+    early = bench(tmp_path, "--methods", "crt")
+    assert "crt 32: needs the ce row at 32 first" in early.stderr
+    bench(tmp_path, "--methods", "ce,crt,ce+la,ncm")
+    table = json.loads((tmp_path / "results/digits_lt10.json").read_text())
+    rows = {row["method"]: row for row in table["rows"]}
+    assert set(rows) == {"ce", "crt", "ce+la", "ncm"}
+    assert rows["crt"]["after"] == "ce" and rows["crt"]["fraction"] > 0
+    assert rows["ncm"]["fraction"] is None  # it trains nothing: no bound
+    assert rows["ce+la"]["images_per_s"] is None and rows["ce+la"]["run_dir"] == rows["ce"]["run_dir"]
+    markdown = (tmp_path / "results/digits_lt10.md").read_text()
+    assert "| crt | auto+cutout on ce's backbone | 32 |" in markdown
+    assert "| ce+la | ce's logits, post hoc | 32 |" in markdown
+    assert "crt > ce" in markdown  # the paper's ordering, checked
+
+
+def test_an_unknown_row_is_named():
+    result = subprocess.run([sys.executable, str(SCRIPT), "--data", "digits", "--methods", "cee"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "unknown row 'cee'" in result.stderr
