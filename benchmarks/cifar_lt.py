@@ -43,11 +43,10 @@ from longtail.checkpoints import load_checkpoint
 from longtail.config import Config, load_config, method_class
 from longtail.data import shot_groups
 from longtail.evaluation import summarize
-from longtail.evaluation.posthoc import normalized_calibration, tau_normalized_logits
 from longtail.files import atomic_write_text
 from longtail.hardware import machine_info, native_bf16
 from longtail.progress import ModelOnlyStep, Throughput, quiet_lightning
-from longtail.run import RUN_DIR_VARIABLE, build_method, environment, evaluate, train
+from longtail.run import RUN_DIR_VARIABLE, build_method, environment, evaluate, posthoc_logits, train
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -90,6 +89,7 @@ ROWS = {
     "eql": Row((*SUPERVISED, "loss.name=eql")),
     "efl": Row((*SUPERVISED, "loss.name=efl")),
     "gol": Row((*SUPERVISED, "loss.name=gol")),
+    "ce_held_out": Row(("method.name=ce", "data.val_per_class=25")),  # CDB's data: 25 per class held out
     "cdb_w": Row(("method.name=ce", "method.cdb_tau=1.5", "data.val_per_class=25")),
     "class_balanced_sampler": Row(("method.name=ce", "data.sampler=class_balanced")),
     "square_root": Row(("method.name=ce", "data.sampler=square_root")),
@@ -233,7 +233,7 @@ def measure_row(args: argparse.Namespace, name: str, row: str, precision: str, r
         print(f"{row} {precision}: correcting the logits of {first_stage}", file=sys.stderr)
         start = time.perf_counter()
         evaluation = evaluate(first_stage, progress=False, features=True)
-        logits = posthoc_logits(spec.posthoc, evaluation, 1.0)
+        logits = posthoc_logits(spec.posthoc, evaluation, 1.0)  # no validation split to choose tau on
         test = summarize(logits, evaluation.outputs.targets, evaluation.info["class_counts"],
                          evaluation.config.eval.many, evaluation.config.eval.few)
         metrics = {"test": test, "shot_groups": shot_groups(evaluation.info["class_counts"],
@@ -268,16 +268,6 @@ def measure_row(args: argparse.Namespace, name: str, row: str, precision: str, r
     }
 
 
-def posthoc_logits(name: str, evaluation, tau: float):
-    """The test logits of ``evaluation`` after the post-hoc correction ``name`` at ``tau``
-    (the CIFAR-LT data have no validation split to choose it on: the papers' default 1)."""
-    if name == "tau_norm":
-        classifier = evaluation.method.classifier
-        return tau_normalized_logits(evaluation.outputs.features, classifier.weight.detach(),
-                                     classifier.bias.detach(), tau)
-    return normalized_calibration(evaluation.outputs.logits, evaluation.info["class_counts"], tau)
-
-
 def tail_accuracy(per_class: list[float], shot_groups: list[str]) -> float | None:
     """Mean accuracy of the classes outside the many-shot group (``eval.many`` training
     images or fewer), None when there are none: CIFAR-10-LT at factor 100 has no few-shot class, so
@@ -294,6 +284,7 @@ ORDERINGS = (
     ("class_balanced_focal", "focal"),  # Cui et al., CVPR 2019
     ("crt", "ce"),  # Kang et al., ICLR 2020
     ("lws", "ce"),  # Kang et al., ICLR 2020
+    ("cdb_w", "ce_held_out"),  # Sinha et al., IJCV 2022, on the same held-out data
 )
 
 

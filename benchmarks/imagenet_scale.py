@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from longtail.config import load_config
+from longtail.config import from_dict, load_yaml, merge, nested_overrides
 from longtail.data import LongTailDataModule, longtail_counts
 from longtail.data.cache import human_bytes
 from longtail.data.decoding import ImageSource
@@ -129,7 +129,10 @@ def loader_rate(train, views: list[str], batch_size: int, images: int) -> float:
 
 
 def model_rate(config_overrides: list[str], batch_size: int, precision: str, steps: int) -> float:
-    config = load_config([ROOT / "configs" / "imagenet_lt" / "bcl.yaml"], config_overrides)
+    """The model-only bound of the ImageNet-LT recipe with ``config_overrides`` (its data
+    need not be here)."""
+    recipe = load_yaml(ROOT / "configs" / "imagenet_lt" / "bcl.yaml")
+    config = from_dict(merge(recipe, nested_overrides(config_overrides)), check_paths=False)
     method = build_method(config, [5] * 1000, initialise=False)
     return ModelOnlyStep(method, batch_size, 224, 1000, bf16=precision.startswith("bf16")).rate(steps)
 
@@ -154,6 +157,7 @@ def main() -> None:
     source = ImageSource("standin-train", files, np.asarray(labels, dtype=np.int64), classes, resize=256)
     print(f"caching {len(files)} JPEGs", file=sys.stderr)
     cache, cached_train = measure_cache(source, args.work / "cache")
+    # the per-epoch path of the recipe as shipped (no data.resize): each file decoded whole, every epoch
     uncached_train = read_when_used(ImageSource(source.name, files, source.labels, classes), "files")
 
     loaders = {}

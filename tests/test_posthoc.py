@@ -103,3 +103,21 @@ def test_eval_posthoc_without_a_validation_split_uses_tau_one(runs, capsys, monk
     monkeypatch.chdir(cwd)
     assert main(["eval", str(digits), "--posthoc", "tau_norm", "--no-progress"]) == 0
     assert "tau 1: the data has no validation split" in capsys.readouterr().out
+
+
+def test_tau_norm_is_refused_where_the_method_reads_its_logits_its_own_way(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "method.name=supervised", "loss.name=iif", "optim.epochs=1", "data.num_workers=0",
+                 "--no-progress"]) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    capsys.readouterr()
+    assert main(["eval", str(run), "--posthoc", "tau_norm", "--no-progress"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "tau_norm" in error and "'iif'" in error
+
+
+def test_the_earlier_posthoc_tau_form_still_means_la(runs, capsys, monkeypatch):
+    cwd, _, digits = runs
+    monkeypatch.chdir(cwd)
+    assert main(["eval", str(digits), "--posthoc", "0.5", "--no-progress"]) == 0
+    assert "logit adjustment to the uniform prior (Menon et al., ICLR 2021), tau 0.5:" in capsys.readouterr().out

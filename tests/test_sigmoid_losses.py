@@ -84,10 +84,29 @@ def test_equalization_loss_drops_the_rare_classes_negative_terms(threshold):
                 total += weight * bce_terms(value, j == y)
         return total / len(targets)
 
-    check(EqualizationLoss(COUNTS, frequency_threshold=threshold), reference, logits)
+    check(EqualizationLoss(COUNTS, frequency_threshold=threshold, drop_probability=1.0), reference, logits)
     if threshold == 0.0:  # no class is rare: the sigmoid cross-entropy
         plain = F.binary_cross_entropy_with_logits(logits, F.one_hot(targets, 5).double(), reduction="sum")
         assert EqualizationLoss(COUNTS, 0.0)(logits, targets).item() == pytest.approx(plain.item() / 7, rel=1e-9)
+
+
+def test_equalization_loss_drops_each_rare_negative_term_with_its_probability():
+    logits, targets = batch(11)
+    threshold = 0.1  # the three rarest classes are rare
+    loss = EqualizationLoss(COUNTS, threshold, drop_probability=0.3)
+    mean = sum(loss(logits, targets).item() for _ in range(4000)) / 4000
+    expected = 0.0
+    for row, y in zip(logits.tolist(), targets.tolist()):
+        for j, value in enumerate(row):
+            rare_negative = COUNTS[j] / TOTAL < threshold and j != y
+            expected += (0.7 if rare_negative else 1.0) * bce_terms(value, j == y)
+    assert mean == pytest.approx(expected / len(targets), rel=0.01)
+    assert int(loss.calls) == 4000
+    again = EqualizationLoss(COUNTS, threshold, drop_probability=0.3)
+    again.load_state_dict(loss.state_dict())  # the draws go on where the saved loss left them
+    assert again(logits, targets).item() == loss(logits, targets).item()
+    plain = F.binary_cross_entropy_with_logits(logits, F.one_hot(targets, 5).double(), reduction="sum") / 7
+    assert EqualizationLoss(COUNTS, threshold, 0.0)(logits, targets).item() == pytest.approx(plain.item(), rel=1e-9)
 
 
 def efl_reference(z, targets, ratio, focusing, scale, alpha):
@@ -120,17 +139,17 @@ def test_equalized_focal_loss_value_and_its_accumulated_gradient_ratio():
     assert set(state) == {"positive_gradient", "negative_gradient"}
 
 
-def test_equalized_focal_loss_factors_take_no_gradient():
+def test_equalized_focal_loss_gradient_is_the_focal_losss_at_the_accumulated_ratio():
+    loss = EqualizedFocalLoss(COUNTS, focusing=2.0, scale=8.0, alpha=0.25)
+    warm, warm_targets = batch(12)
+    loss(warm, warm_targets).backward()  # some accumulated ratio, below 1 for some classes
+    ratio = loss.gradient_ratio().tolist()
+    assert min(ratio) < 1
     logits, targets = batch(4)
-    loss = EqualizedFocalLoss(COUNTS, scale=0.0, alpha=0.5)
-    value = loss(logits, targets)
-    # with the factors held constant, d/dz of -c log p_t is c (p - y) per term
-    with torch.no_grad():
-        p = torch.sigmoid(logits)
-        y = F.one_hot(targets, 5).double()
-        p_t = torch.where(y > 0, p, 1 - p)
-        factor = 0.5 * (1 - p_t) ** 2.0
-    torch.testing.assert_close(gradient(value, logits), factor * (p - y) / len(targets))
+    reference = lambda z: efl_reference(z, targets, ratio, 2.0, 8.0, 0.25)  # noqa: E731
+    value = loss.eval()(logits, targets)  # in eval mode: nothing accumulated by this check
+    torch.testing.assert_close(gradient(value, logits), numerical_gradient(reference, logits), rtol=1e-5, atol=1e-7)
+    assert loss.gradient_ratio().tolist() == ratio
 
 
 def test_gumbel_loss_matches_the_equation_and_reads_gumbel_probabilities_at_inference():
@@ -241,4 +260,27 @@ def test_a_method_evaluates_with_the_losses_inference_logits():
     images = torch.randn(3, 3, 2, 2)
     plain = method(images)
     outputs = method.evaluation_outputs(images)
-    torch.testing.assert_close(outputs["logits"], plain * IIFLoss(COUNTS).scale)
+    smooth = torch.tensor([math.log((TOTAL + 1) / (n + 1)) + 1 for n in COUNTS])
+    torch.testing.assert_close(outputs["logits"], plain * smooth)
+
+
+def test_gol_and_ldam_are_read_at_inference_as_they_were_trained():
+    from longtail.losses import LDAMLoss
+
+    logits = torch.tensor([[-100.0, -95.0, 3.0], [0.2, -0.4, 0.1]])
+    gumbel = GumbelLoss().inference_logits(logits).softmax(1)
+    assert torch.isfinite(gumbel).all()
+    torch.testing.assert_close(LDAMLoss([5, 3, 1], scale=30.0).inference_logits(logits), 30.0 * logits)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: BalancedBCELoss(COUNTS), lambda: EqualizationLoss(COUNTS, 0.1, 1.0), lambda: EqualizedFocalLoss(COUNTS),
+    lambda: GumbelLoss(), lambda: DistributionBalancedLoss(COUNTS), lambda: IIFLoss(COUNTS),
+])
+def test_under_bf16_autocast_they_compute_in_float32(make):
+    logits, targets = batch(13, scale=1.0)
+    expected = make()(logits.detach().float(), targets)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = make()(logits.detach().bfloat16(), targets)
+    assert got.dtype == torch.float32
+    assert got.item() == pytest.approx(expected.item(), rel=3e-2)

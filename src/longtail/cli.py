@@ -33,6 +33,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from longtail.evaluation.tables import format_results
     from longtail.run import evaluate
 
+    if isinstance(args.posthoc, float):  # --posthoc TAU, the earlier form: la at that tau
+        args.posthoc, args.tau = "la", args.posthoc
     evaluation = evaluate(args.path, progress=not args.no_progress, overrides=args.overrides,
                           features=args.posthoc == "tau_norm")
     info, method, outputs = evaluation.info, evaluation.method, evaluation.outputs
@@ -60,40 +62,42 @@ POSTHOC = {
 def posthoc_table(args: argparse.Namespace, evaluation) -> str:
     """The test results after the correction ``args.posthoc`` at ``args.tau``, or at the
     tau chosen on the validation split (never on the test split)."""
-    from torch import nn
-
     from longtail.evaluation import summarize
-    from longtail.evaluation.posthoc import choose_tau, normalized_calibration, tau_normalized_logits
+    from longtail.evaluation.posthoc import choose_tau
     from longtail.evaluation.tables import format_results
-    from longtail.run import evaluate
+    from longtail.run import evaluate, posthoc_logits, rebalanced_in_training
 
     name, tau = args.posthoc, args.tau
-    info, method = evaluation.info, evaluation.method
-    counts, classifier = info["class_counts"], method.classifier
+    info, method, config = evaluation.info, evaluation.method, evaluation.config
+    counts = info["class_counts"]
     if name in ("la", "norcal") and method.logits_prior == "uniform":
         return f"{POSTHOC[name]}: nothing to adjust, the logits were trained with a balanced loss"
-    if name == "tau_norm" and not isinstance(classifier, nn.Linear):
-        raise ValueError(f"--posthoc tau_norm rescales a linear classifier's weights; this run's classifier is "
-                         f"{type(classifier).__name__}, whose weights are normalised already")
-
-    def corrected(outputs, tau: float):
-        if name == "tau_norm":
-            return tau_normalized_logits(outputs.features, classifier.weight.detach(), classifier.bias.detach(), tau)
-        return normalized_calibration(outputs.logits, counts, tau)
-
+    posthoc_logits(name, evaluation, 0.0)  # a correction the run cannot take is refused before any work
     chosen = ""
     if tau is None:
         if not evaluation.has_validation:
             tau, chosen = 1.0, "tau 1: the data has no validation split to choose it on (never on the test split)"
         else:
             validation = evaluate(args.path, progress=False, features=True, split="val", overrides=args.overrides)
-            tau = choose_tau(lambda t: corrected(validation.outputs, t), validation.outputs.targets)
+            tau = choose_tau(lambda t: posthoc_logits(name, validation, t), validation.outputs.targets)
             chosen = f"tau {tau:g}, chosen on the validation split (balanced accuracy, 0 to 2 by 0.1)"
-    many, few = evaluation.config.eval.many, evaluation.config.eval.few
-    results = summarize(corrected(evaluation.outputs, tau), evaluation.outputs.targets, counts, many, few,
-                        resamples=args.resample)
-    return (f"{POSTHOC[name]}, {chosen or f'tau {tau:g}'}:\n"
-            + format_results(results, info["classes"], counts, many, few))
+    results = summarize(posthoc_logits(name, evaluation, tau), evaluation.outputs.targets, counts,
+                        config.eval.many, config.eval.few, resamples=args.resample)
+    moved = rebalanced_in_training(config)
+    note = (f"\n(the run was trained with {moved}: its logits do not model the training prior, and a "
+            "correction toward the uniform prior may go too far)") if moved and name != "tau_norm" else ""
+    return (f"{POSTHOC[name]}, {chosen or f'tau {tau:g}'}:{note}\n"
+            + format_results(results, info["classes"], counts, config.eval.many, config.eval.few))
+
+
+def posthoc_choice(text: str) -> str | float:
+    """``--posthoc``'s value: a correction's name, or (the earlier form) ``la``'s tau."""
+    if text in POSTHOC:
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"choose one of {', '.join(sorted(POSTHOC))}, or la's tau") from None
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -248,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("eval", help="re-evaluate a run directory or checkpoint on its test set")
     evaluate.add_argument("path", metavar="RUN_DIR|CHECKPOINT")
-    evaluate.add_argument("--posthoc", nargs="?", choices=sorted(POSTHOC), const="la",
+    evaluate.add_argument("--posthoc", nargs="?", type=posthoc_choice, const="la",
                           help="also report after a post-hoc correction: " + "; ".join(
                               f"{k}: {v}" for k, v in POSTHOC.items()) + " (la when named alone)")
     evaluate.add_argument("--tau", type=float, metavar="TAU",

@@ -78,10 +78,13 @@ def tree_memory(pid: int, field: str = "Pss_Anon") -> int:
         try:
             with open(f"/proc/{current}/smaps_rollup") as f:
                 total += next(int(line.split()[1]) for line in f if line.startswith(f"{field}:")) * 1024
+        except (OSError, StopIteration):  # ended meanwhile, or not ours to read
+            pass
+        try:
             for task in os.listdir(f"/proc/{current}/task"):
                 with open(f"/proc/{current}/task/{task}/children") as f:
                     pending += [int(child) for child in f.read().split()]
-        except (OSError, StopIteration):  # the process ended meanwhile
+        except OSError:
             continue
     return total
 

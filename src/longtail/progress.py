@@ -112,7 +112,9 @@ class ModelOnlyStep:
 
     def __init__(self, method, batch_size: int, size: int, num_classes: int, bf16: bool = False) -> None:
         self.method, self.bf16 = method, bf16
-        self.optimizer = torch.optim.SGD(method.parameters(), lr=1e-3, momentum=0.9)
+        for part in method.frozen():  # as training freezes them: no gradient through them
+            part.requires_grad_(False)
+        self.optimizer = torch.optim.SGD(method.trainable_parameters(), lr=1e-3, momentum=0.9)
         self.inputs = torch.randn(batch_size, method.num_views, 3, size, size)
         self.targets = torch.randint(0, num_classes, (batch_size,))
 

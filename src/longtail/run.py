@@ -50,6 +50,7 @@ from longtail.data import DataSplits, LongTailDataModule, read_splits, shot_grou
 from longtail.data.cache import default_cache_dir
 from longtail.errors import ConfigError
 from longtail.evaluation import EvaluationOutputs, Outputs, summarize
+from longtail.evaluation.posthoc import normalized_calibration, tau_normalized_logits
 from longtail.files import AtomicCheckpointIO, atomic_write_text
 from longtail.hardware import warn_if_slow_precision
 from longtail.losses import CLASSIFICATION_LOSSES
@@ -517,3 +518,30 @@ def evaluate(path: str | Path, progress: bool = True, features: bool = False, sp
     outputs = collector.test
     results = summarize(outputs.logits, outputs.targets, info["class_counts"], config.eval.many, config.eval.few)
     return Evaluation(info, config, method, outputs, results, splits.val is not None)
+
+
+def posthoc_logits(name: str, evaluation: Evaluation, tau: float) -> torch.Tensor:
+    """The logits of ``evaluation`` after the post-hoc correction ``name`` at ``tau``:
+    ``la`` and ``norcal`` (alike for a classifier: ``longtail.evaluation.posthoc``) on the
+    logits, ``tau_norm`` on the features and the weights of a linear classifier that the
+    method reads as it is (not LWS, MARC, NCM, nor a loss that reads its logits its own way)."""
+    method = evaluation.method
+    if name != "tau_norm":
+        return normalized_calibration(evaluation.outputs.logits, evaluation.info["class_counts"], tau)
+    classifier = method.classifier
+    if (not isinstance(classifier, nn.Linear) or type(method).logits is not ClassifierMethod.logits
+            or hasattr(method.classifier_loss, "inference_logits")):
+        raise ValueError(f"--posthoc tau_norm rescales the weights of a linear classifier whose logits are read as "
+                         f"they are; this run's method {evaluation.config.method['name']!r} with a "
+                         f"{type(classifier).__name__} and loss {evaluation.config.loss['name']!r} has none")
+    bias = None if classifier.bias is None else classifier.bias.detach()
+    return tau_normalized_logits(evaluation.outputs.features, classifier.weight.detach(), bias, tau)
+
+
+def rebalanced_in_training(config: Config) -> str | None:
+    """What, besides the loss, moved the run's logits away from the training prior
+    (a sampler, DRW, class-difficulty weights), in words; ``None`` for nothing."""
+    moved = [f"data.sampler={config.data.sampler}"] if config.data.sampler != "random" else []
+    moved += [f"method.{key}={config.method[key]}" for key in ("drw_epoch", "cdb_tau")
+              if config.method.get(key) is not None]
+    return ", ".join(moved) or None

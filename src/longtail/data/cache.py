@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from longtail.data.decoding import ImageSource, Progress, decode_into, first_shape
+from longtail.data.decoding import ImageSource, Progress, decode_into, uniform_shape
 from longtail.data.images import LabeledImages
 from longtail.files import atomic_write_text, read_text
 
@@ -112,47 +112,59 @@ class CacheEntry:
             return None
 
     def stopped_build(self, shape: tuple[int, int, int]) -> Progress | None:
-        """How far a stopped build of this entry got, when it can be continued."""
+        """How far a stopped build of this entry got, when its record is sound and its file
+        (``.partial.npy``, or ``.npy`` when the build stopped after renaming it) is whole."""
         if not self.state.exists():
             return None
         try:
             state = json.loads(read_text(self.state))
-            offset, size = npy_layout(shape, len(self.source.files))
-            if tuple(state["shape"]) != shape or state["total"] != len(self.source.files):
+            total, size = len(self.source.files), npy_layout(shape, len(self.source.files))[1]
+            if tuple(state["shape"]) != shape or state["total"] != total:
                 raise ValueError("it was for another shape")
-            if self.partial.stat().st_size != size:
-                raise ValueError(f"{self.partial} holds {self.partial.stat().st_size} bytes, not {size}")
-            return Progress(int(state["done"]), int(state["written"]), set(state["skipped"]))
+            done, written, skipped = int(state["done"]), int(state["written"]), {int(i) for i in state["skipped"]}
+            if not (0 <= done <= total and written + len(skipped) == done and all(0 <= i < done for i in skipped)):
+                raise ValueError("its record does not add up")
+            built = self.partial if self.partial.exists() else self.images
+            if built.stat().st_size != size:
+                raise ValueError(f"{built} holds {built.stat().st_size} bytes, not {size}")
+            return Progress(done, written, skipped)
         except _DAMAGE as error:
             print(f"a stopped build of the cache of {self.source.name} cannot be continued ({error}): "
                   "building it again", file=sys.stderr)
             return None
 
     @contextmanager
-    def locked(self) -> Iterator[bool]:
-        """Held while the entry is built: a second process waits, then finds it built.
-        Yields whether it waited."""
+    def locked(self) -> Iterator[None]:
+        """Held while the entry is built: a second process waits, then finds it built. (The
+        loader processes share the lock's open file: after a kill it is free once they have
+        noticed and ended, within seconds.)"""
         self.directory.mkdir(parents=True, exist_ok=True)
         with open(self.lock, "a") as handle:
-            waited = False
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 print(f"waiting for another process that is caching {self.source.name} ({self.lock})",
                       file=sys.stderr, flush=True)
                 fcntl.flock(handle, fcntl.LOCK_EX)
-                waited = True
             try:
-                yield waited
+                yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def build(self, shape: tuple[int, int, int], num_workers: int | None = None) -> LabeledImages | None:
         """Decode the source into the entry, continuing a stopped build; ``None`` when the
-        images turn out to differ in size (nothing is kept)."""
+        images turn out to differ in size. A build stopped by an error (an unreadable image)
+        leaves nothing; one stopped by a kill or Ctrl-C is continued by the next."""
         total = len(self.source.files)
         offset, size = npy_layout(shape, total)
         progress = self.stopped_build(shape)
+        if progress is not None and not self.partial.exists():  # stopped between the rename and the meta
+            if progress.done == total:
+                return self._finish(progress)
+            progress = None
+        if progress is None:
+            self.discard()
+        self._remove_stale_builds()
         room = size - (self.partial.stat().st_blocks * 512 if progress is not None else 0)
         check_disk_space(self.directory, room, self.source.name)
         if progress is None:
@@ -176,19 +188,45 @@ class CacheEntry:
                     "written": progress.written, "skipped": sorted(progress.skipped)}))
 
             progress = decode_into(self.source, shape, write, num_workers, progress, checkpoint, CHECKPOINT_SECONDS)
+        except ValueError:  # an unreadable image, or none readable: nothing to continue
+            self.discard()
+            raise
         finally:
             os.close(descriptor)
         if progress is None:
             self.discard()
             return None
-        os.replace(self.partial, self.images)
+        print(f"cached {progress.written} images of {self.source.name} in {time.perf_counter() - start:.0f} s",
+              file=sys.stderr)
+        return self._finish(progress)
+
+    def _finish(self, progress: Progress) -> LabeledImages:
+        """Rename the complete ``.partial.npy`` and write the meta, which makes the entry."""
+        if self.partial.exists():
+            os.replace(self.partial, self.images)
         kept = self.source.labeled(None, progress.skipped, "")
         atomic_write_text(self.meta, json.dumps(
             {"labels": kept.labels.tolist(), "classes": kept.classes, "skipped": kept.skipped}))
         self.state.unlink(missing_ok=True)
-        elapsed = time.perf_counter() - start
-        print(f"cached {progress.written} images of {self.source.name} in {elapsed:.0f} s", file=sys.stderr)
         return self.load()
+
+    def _remove_stale_builds(self) -> None:
+        """Remove the stopped builds of this set's name under another key (its files or
+        options changed since) that no process is building: they can never continue."""
+        prefix = self.images.name.rsplit("-", 1)[0]
+        for partial in self.directory.glob(f"{prefix}-*.partial.npy"):
+            key = partial.name.removesuffix(".partial.npy")
+            if partial == self.partial or not key.removeprefix(f"{prefix}-").isalnum():
+                continue
+            with open(self.directory / f".{key}.lock", "a") as handle:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # being built now
+                print(f"removing a stopped build of {self.source.name} for other files or options: {partial}",
+                      file=sys.stderr)
+                partial.unlink(missing_ok=True)
+                (self.directory / f"{key}.partial.json").unlink(missing_ok=True)
 
     def _allocate(self, shape: tuple[int, int, int], total: int, size: int) -> None:
         """A ``.partial.npy`` with its header, its whole size reserved on disk (so that a
@@ -244,5 +282,8 @@ def cached(entry: CacheEntry, num_workers: int | None = None) -> LabeledImages |
     images = entry.built()
     if images is not None:
         return images
-    with entry.locked() as waited:
-        return (waited and entry.built()) or entry.build(first_shape(entry.source), num_workers)
+    shape = uniform_shape(entry.source)  # without resize: every header read, until one differs
+    if shape is None:
+        return None
+    with entry.locked():
+        return entry.built() or entry.build(shape, num_workers)  # built meanwhile by another process?

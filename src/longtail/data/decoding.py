@@ -77,6 +77,9 @@ class _Chunks(Dataset):
             except OSError as error:
                 failed.append((position, str(error)))
                 continue
+            except Exception as error:  # a damaged file makes Pillow raise almost any type
+                failed.append((position, f"{type(error).__name__}: {error}"))
+                continue
             if image.shape != self.shape:
                 return Chunk(pixels[: len(kept)], kept, failed, (position, image.shape))
             pixels[len(kept)] = image
@@ -105,17 +108,19 @@ def first_shape(source: ImageSource) -> tuple[int, int, int]:
 
 def uniform_shape(source: ImageSource) -> tuple[int, int, int] | None:
     """``first_shape`` when every file's header says that size (read until one differs),
-    else ``None``."""
+    else ``None``, with a warning naming two sizes."""
     shape = first_shape(source)
     if source.resize is not None:
         return shape
-    for path in source.files:
+    for position, path in enumerate(source.files):
         try:
             with open_image(path) as image:
-                if image.size != (shape[1], shape[0]):
-                    return None
+                width, height = image.size
         except OSError:
             continue
+        if (height, width, 3) != shape:
+            _warn_sizes_differ(source, shape, position, (height, width, 3))
+            return None
     return shape
 
 
@@ -142,7 +147,7 @@ def decode_into(
     checkpoint_every: float = 5.0,
 ) -> Progress | None:
     """Decode ``source``'s files, from ``progress.done`` on, with ``num_workers`` loader
-    processes (``None``: one per core; 0: in this process), calling ``write(row, pixels)``
+    processes (``None``: one per core available; 0: in this process), calling ``write(row, pixels)``
     with each chunk's images at the next free rows, in file order, and ``checkpoint``
     every ``checkpoint_every`` seconds and at the end.
 
@@ -154,12 +159,12 @@ def decode_into(
     total = len(source.files)
     rows = max(1, min(1024, CHUNK_BYTES // int(np.prod(shape))))
     bounds = [(start, min(start + rows, total)) for start in range(progress.done, total, rows)]
-    workers = (os.cpu_count() or 1) if num_workers is None else num_workers
-    loader = DataLoader(_Chunks(source, shape, bounds), batch_size=None, num_workers=min(workers, len(bounds)),
-                        collate_fn=_as_is)
+    workers = len(os.sched_getaffinity(0)) if num_workers is None else num_workers
+    loader = DataLoader(_Chunks(source, shape, bounds), batch_size=None, collate_fn=_as_is,
+                        num_workers=min(workers, len(bounds) - 1))  # a single chunk: no process to start
     report = _Report(source.name, total, progress.done)
     last_checkpoint = time.monotonic()
-    for (start, stop), chunk in zip(bounds, loader):
+    for (start, stop), chunk in zip(bounds, _chunks(loader, source.name)):
         for position, reason in chunk.failed:
             unreadable(source.files[position], OSError(reason), source.on_corrupt)
             progress.skipped.add(position)
@@ -167,7 +172,8 @@ def decode_into(
             report.close()
             _warn_sizes_differ(source, shape, *chunk.mismatch)
             return None
-        write(progress.written, chunk.pixels)
+        if chunk.kept:
+            write(progress.written, chunk.pixels)
         progress.written += len(chunk.kept)
         progress.done = stop
         report.update(progress.done)
@@ -182,11 +188,20 @@ def decode_into(
     return progress
 
 
+def _chunks(loader: DataLoader, name: str):
+    """The loader's chunks; a loader process that died (killed for memory) is one line."""
+    try:
+        yield from loader
+    except RuntimeError as error:
+        raise ValueError(f"{name}: a decoding process stopped ({str(error).splitlines()[0]}); "
+                         "data.num_workers=0 decodes in the main process") from None
+
+
 def _warn_sizes_differ(source: ImageSource, shape: tuple[int, ...], position: int, other: tuple[int, ...]) -> None:
     warnings.warn(
         f"{source.name}: images differ in size (the first is {shape[1]}x{shape[0]}, "
         f"{source.files[position].name} {other[1]}x{other[0]}): they are read from their files every "
-        "epoch; data.resize=N decodes them once, resized", stacklevel=3)
+        "epoch; data.resize=N decodes them once, resized", stacklevel=4)
 
 
 class _Report:

@@ -20,7 +20,8 @@ def read_image(path: Path, resize: int | None = None) -> np.ndarray:
 
     A JPEG at least twice ``resize`` on both sides is decoded at a half, a quarter or an
     eighth of its size (Pillow's draft mode, the decoder's own DCT scaling), never below
-    ``resize``: several times faster for ImageNet-sized sources.
+    ``resize``: faster for large sources (iNaturalist's 800 pixels at 256; ImageNet's
+    typical 500x375 is under twice 256 and decodes whole).
     """
     from PIL import ImageOps
 

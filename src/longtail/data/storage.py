@@ -36,8 +36,8 @@ def decoded(source: ImageSource, options: dict, cache_dir: Path | None, num_work
     """
     entry = None
     if cache_dir is not None:
-        if source.resize is not None:
-            options = {**options, "resize": source.resize}
+        if source.resize is not None:  # resized JPEGs are decoded in draft mode since it came in
+            options = {**options, "resize": source.resize, "decoding": "draft"}
         entry = CacheEntry(cache_dir, source, {**options, "on_corrupt": source.on_corrupt})
     if not decode:
         return planned(source, entry)

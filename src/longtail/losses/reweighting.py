@@ -181,6 +181,11 @@ class LDAMLoss(WeightedLoss):
         self.scale = scale
         self.register_buffer("margins", (max_margin * (counts.min() / counts) ** 0.25).float())
 
+    def inference_logits(self, logits: Tensor) -> Tensor:
+        """The logits scaled as training reads them (without the margins), for calibration
+        and post-hoc corrections."""
+        return self.scale * logits
+
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
         logits = _float(logits)
         margin = F.one_hot(targets, logits.shape[1]).to(logits.dtype) * self.margins.to(logits.dtype)

@@ -65,18 +65,23 @@ class EqualizationLoss(WeightedLoss):
     """Equalization loss, EQL, on sigmoid classification.
 
     - [0] Tan et al., "Equalization Loss for Long-Tailed Object Recognition", CVPR 2020,
-      https://arxiv.org/abs/2003.05176 (Sec. 3.2)
+      https://arxiv.org/abs/2003.05176 (Sec. 3.2, eq. 7-8; Sec. 5, image classification)
 
     ``L = -sum_j w_j log p_t^j`` over the one-vs-rest sigmoids, with
-    ``w_j = 1 - E(r) T_lambda(f_j) (1 - y_j)``: the negative terms of the rare classes, those
-    whose frequency ``f_j = n_j / N`` is under ``lambda``, are left out, so a rare class is
-    not pushed down by every image of the others. In image classification every sample is
-    an object (``E(r) = 1``). ``lambda = 0`` is the sigmoid cross-entropy.
+    ``w_j = 1 - beta T_lambda(f_j) (1 - y_j)``: the negative terms of the rare classes,
+    those whose frequency ``f_j = n_j / N`` is under ``lambda``, are left out, so a rare
+    class is not pushed down by every image of the others. In detection ``beta`` is 1 on
+    the objects; in image classification, where every image is an object, the paper makes
+    it random: each such term is left out with probability ``drop_probability`` (else a
+    rare class would never be pushed down at all). The draws come from a generator seeded
+    by the number of calls, a buffer, so a resumed run draws as the uninterrupted one.
+    ``lambda = 0`` or ``drop_probability = 0`` is the sigmoid cross-entropy.
 
     Args:
         class_counts: training images per class, length C.
         frequency_threshold: ``lambda``; the classes under it are the rare ones (the
             paper sets it from the tail's share of the data; 5e-3 here).
+        drop_probability: the probability ``gamma`` that ``beta`` is 1 (0.9).
         weight: per-class weights ``[C]``.
 
     Shapes:
@@ -86,17 +91,23 @@ class EqualizationLoss(WeightedLoss):
     logits_prior = "train"
 
     def __init__(self, class_counts: Sequence[int] | Tensor, frequency_threshold: float = 5e-3,
-                 weight: Sequence[float] | Tensor | None = None) -> None:
+                 drop_probability: float = 0.9, weight: Sequence[float] | Tensor | None = None) -> None:
         super().__init__(weight)
-        if frequency_threshold < 0:
-            raise ValueError(f"frequency_threshold must be non-negative, got {frequency_threshold}")
+        if frequency_threshold < 0 or not 0 <= drop_probability <= 1:
+            raise ValueError(f"need frequency_threshold >= 0 and drop_probability in [0, 1], got "
+                             f"{frequency_threshold} and {drop_probability}")
         counts = class_counts_tensor(class_counts)
+        self.drop_probability = drop_probability
         self.register_buffer("rare", (counts / counts.sum() < frequency_threshold).float())
+        self.register_buffer("calls", torch.zeros((), dtype=torch.int64))
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
         logits = _float(logits)
         positive = _one_hot(targets, logits)
-        kept = 1 - self.rare.to(logits.dtype) * (1 - positive)
+        generator = torch.Generator().manual_seed(int(self.calls))
+        self.calls += 1
+        beta = (torch.rand(logits.shape, generator=generator) < self.drop_probability).to(logits)
+        kept = 1 - beta * self.rare.to(logits.dtype) * (1 - positive)
         terms = F.binary_cross_entropy_with_logits(logits, positive, reduction="none")
         return weighted_mean((kept * terms).sum(1), targets, self.weight)
 
@@ -111,10 +122,11 @@ class EqualizedFocalLoss(WeightedLoss):
     gradient: ``EFL = -sum_j alpha_t (gamma_j / gamma_b) (1 - p_t)^gamma_j log p_t`` with
     ``gamma_j = gamma_b + s (1 - g_j)``, where ``g_j`` in ``[0, 1]`` is the ratio of the
     accumulated positive to negative gradient magnitude of class ``j``'s logit since the
-    start of training (1 before any). The factors ``gamma_j / gamma_b`` and
-    ``(1 - p_t)^gamma_j`` take no gradient. The accumulated gradients are buffers, saved in
-    checkpoints and summed over the processes of a distributed run. With ``scale = 0`` it
-    is the alpha-balanced sigmoid focal loss (Lin et al., eq. 5).
+    start of training (1 before any). ``gamma_j`` comes from the buffers and takes no
+    gradient; ``(1 - p_t)^gamma_j`` does, as in any focal loss. The accumulated gradients
+    are buffers, saved in checkpoints and summed over the processes of a distributed run
+    (a non-finite step, which fp16's loss scaling skips, is left out). With ``scale = 0``
+    it is the alpha-balanced sigmoid focal loss (Lin et al., eq. 5).
 
     Args:
         class_counts: unused; training images per class.
@@ -151,13 +163,15 @@ class EqualizedFocalLoss(WeightedLoss):
         gamma = (self.focusing + self.scale * (1 - self.gradient_ratio())).to(logits.dtype)
         log_p_t = -F.binary_cross_entropy_with_logits(logits, positive, reduction="none")
         alpha_t = self.alpha * positive + (1 - self.alpha) * (1 - positive)
-        factor = (alpha_t * gamma / self.focusing * torch.pow(1 - log_p_t.exp(), gamma)).detach()
+        terms = alpha_t * gamma / self.focusing * torch.pow(1 - log_p_t.exp(), gamma) * log_p_t
         if logits.requires_grad and self.training:
             logits.register_hook(lambda grad: self._accumulate(grad, positive))
-        return weighted_mean(-(factor * log_p_t).sum(1), targets, self.weight)
+        return weighted_mean(-terms.sum(1), targets, self.weight)
 
     @torch.no_grad()
     def _accumulate(self, grad: Tensor, positive: Tensor) -> None:
+        if not torch.isfinite(grad).all():  # a step that fp16's loss scaling will skip
+            return
         magnitude = grad.abs().to(torch.float64)
         sums = torch.stack([(magnitude * positive).sum(0), (magnitude * (1 - positive)).sum(0)])
         if dist.is_available() and dist.is_initialized():
@@ -208,7 +222,7 @@ class GumbelLoss(WeightedLoss):
         return weighted_mean(losses, targets, self.weight)
 
     def inference_logits(self, logits: Tensor) -> Tensor:
-        return gumbel_log_cdf(_float(logits))
+        return gumbel_log_cdf(_float(logits).clamp(min=-80))  # -exp(80) still finite in float32
 
 
 class DistributionBalancedLoss(WeightedLoss):
