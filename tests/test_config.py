@@ -31,7 +31,7 @@ def test_values_are_coerced_to_the_schema_types():
 
 def test_method_and_loss_options_come_from_their_signatures():
     config = load_config([], ["method.name=logit_adjustment", "loss.tau=1.5"])
-    assert config.method == {"name": "logit_adjustment"}
+    assert config.method == {"name": "logit_adjustment", "drw_epoch": None, "drw_beta": 0.9999, "cdb_tau": None}
     assert config.loss == {"name": "logit_adjusted", "tau": 1.5}
     config = load_config([], ["method.beta=0.3", "loss.name=balanced_softmax"])
     assert config.method == {"name": "bcl", "alpha": 2.0, "beta": 0.3, "temperature": 0.1}
@@ -142,7 +142,7 @@ def test_naming_another_method_drops_the_earlier_methods_keys(tmp_path):
     recipe = tmp_path / "bcl.yaml"
     recipe.write_text("method:\n  name: bcl\n  alpha: 1.5\n  temperature: 0.2\nloss:\n  name: logit_adjusted\n  tau: 2.0\n")
     config = load_config([recipe], ["method.name=balanced_softmax"])
-    assert config.method == {"name": "balanced_softmax"}
+    assert config.method == {"name": "balanced_softmax", "drw_epoch": None, "drw_beta": 0.9999, "cdb_tau": None}
     assert config.loss == {"name": "balanced_softmax"}  # the recipe's loss went with its method
     kept = load_config([recipe], ["method.beta=0.1"])
     assert kept.method["alpha"] == 1.5 and kept.method["beta"] == 0.1 and kept.loss["tau"] == 2.0
