@@ -223,7 +223,7 @@ def test_peak_memory_while_caching_stays_below_what_an_in_memory_build_needs(thr
     if workers == 0:
         assert streamed["growth"] < decoded / 4 < decoded < in_memory["growth"], (streamed, in_memory)
     else:  # with loader processes (each a forked copy of what it touches): still under the set
-        assert streamed["growth"] < 0.75 * decoded < decoded < in_memory["growth"], (streamed, in_memory)
+        assert streamed["growth"] < decoded / 2 < decoded < in_memory["growth"], (streamed, in_memory)
 
 
 def test_jpegs_far_larger_than_the_target_are_decoded_scaled_down(tmp_path, monkeypatch):

@@ -91,7 +91,11 @@ def tree_memory(pid: int, field: str = "Pss_Anon") -> int:
 
 class PeakMemory:
     """The peak of ``tree_memory(pid, field)`` while the ``with`` block runs, sampled every
-    ``interval`` seconds by a thread: ``peak`` and ``start``, in bytes."""
+    ``interval`` seconds by a thread: ``peak`` and ``start``, in bytes.
+
+    The peak is the highest level held for two samples in a row: the tree is read one
+    process after another, and a read that straddles a fork counts the pages the parent
+    and the new child share twice, for an instant."""
 
     def __init__(self, pid: int | None = None, field: str = "Pss_Anon", interval: float = 0.02) -> None:
         self.pid, self.field, self.interval = pid or os.getpid(), field, interval
@@ -99,8 +103,11 @@ class PeakMemory:
         self._stop = threading.Event()
 
     def _sample(self) -> None:
+        previous = self.start
         while not self._stop.is_set():
-            self.peak = max(self.peak, tree_memory(self.pid, self.field))
+            current = tree_memory(self.pid, self.field)
+            self.peak = max(self.peak, min(previous, current))
+            previous = current
             time.sleep(self.interval)
 
     def __enter__(self) -> PeakMemory:
@@ -112,4 +119,3 @@ class PeakMemory:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, tree_memory(self.pid, self.field))

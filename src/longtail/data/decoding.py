@@ -57,10 +57,16 @@ class Chunk(NamedTuple):
 
 
 class _Chunks(Dataset):
-    """Chunk ``i`` is the files ``bounds[i]`` decoded by ``read_image``."""
+    """Chunk ``i`` is the files ``bounds[i]`` decoded by ``read_image``.
+
+    The paths are held in one NumPy array, not a list of ``Path`` objects: a forked loader
+    process reading a Python object writes its reference count, and so copies the page it
+    lies on; one array of characters is read without writing anything, so the processes
+    share it whatever the number of files."""
 
     def __init__(self, source: ImageSource, shape: tuple[int, int, int], bounds: list[tuple[int, int]]) -> None:
-        self.source, self.shape, self.bounds = source, shape, bounds
+        self.paths = np.array([os.fspath(path) for path in source.files])
+        self.resize, self.shape, self.bounds = source.resize, shape, np.asarray(bounds)
 
     def __len__(self) -> int:
         return len(self.bounds)
@@ -68,12 +74,12 @@ class _Chunks(Dataset):
     def __getitem__(self, index: int) -> Chunk:
         from longtail.data.images import read_image
 
-        start, stop = self.bounds[index]
+        start, stop = (int(bound) for bound in self.bounds[index])
         pixels = np.empty((stop - start, *self.shape), dtype=np.uint8)
         kept, failed = [], []
         for position in range(start, stop):
             try:
-                image = read_image(self.source.files[position], self.source.resize)
+                image = read_image(Path(str(self.paths[position])), self.resize)
             except OSError as error:
                 failed.append((position, str(error)))
                 continue
