@@ -30,12 +30,24 @@ def class_counts_tensor(class_counts: Sequence[int] | Tensor) -> Tensor:
     return counts
 
 
+def at_least_float32(logits: Tensor) -> Tensor:
+    """``logits`` in float32, or float64 when they are: the family's losses never compute
+    in bf16 or fp16, even under autocast."""
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
+
+
+def one_hot_like(targets: Tensor, logits: Tensor) -> Tensor:
+    """Class indices ``[B]`` as one-hot rows ``[B, C]`` of the logits' dtype."""
+    return F.one_hot(targets, logits.shape[1]).to(logits.dtype)
+
+
 def shifted_cross_entropy(logits: Tensor, shift: Tensor | None, targets: Tensor,
                           weight: Tensor | None = None, label_smoothing: float = 0.0) -> Tensor:
     """Cross-entropy of ``logits + shift`` (``shift`` ``[C]``, or none), in at least float32,
     with optional per-class weights ``[C]`` and label smoothing."""
-    dtype = torch.promote_types(logits.dtype, torch.float32)
-    logits = logits.to(dtype) if shift is None else logits.to(dtype) + shift.to(dtype)
+    logits = at_least_float32(logits)
+    dtype = logits.dtype
+    logits = logits if shift is None else logits + shift.to(dtype)
     return F.cross_entropy(logits, targets, weight=None if weight is None else weight.to(dtype),
                            label_smoothing=label_smoothing)
 
@@ -227,5 +239,4 @@ class IIFLoss(WeightedLoss):
         return logits * self.scale.to(logits.dtype)
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
-        dtype = torch.promote_types(logits.dtype, torch.float32)
-        return shifted_cross_entropy(self.inference_logits(logits.to(dtype)), None, targets, self.weight)
+        return shifted_cross_entropy(self.inference_logits(at_least_float32(logits)), None, targets, self.weight)

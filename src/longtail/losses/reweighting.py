@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from longtail.losses.rebalancing import WeightedLoss, class_counts_tensor
+from longtail.losses.rebalancing import WeightedLoss, at_least_float32, class_counts_tensor, one_hot_like
 
 
 def effective_number_weights(class_counts: Sequence[int] | Tensor, beta: float) -> Tensor:
@@ -41,13 +41,9 @@ def weighted_mean(losses: Tensor, targets: Tensor, weight: Tensor | None) -> Ten
     return (sample_weight * losses).sum() / sample_weight.sum()
 
 
-def _float(logits: Tensor) -> Tensor:
-    return logits.to(torch.promote_types(logits.dtype, torch.float32))
-
-
 def softmax_focal(logits: Tensor, targets: Tensor, gamma: float) -> Tensor:
     """``-(1 - p_y)^gamma log p_y`` per sample, ``p`` the softmax (Lin et al., eq. 4)."""
-    log_p = F.log_softmax(_float(logits), dim=1).gather(1, targets[:, None])[:, 0]
+    log_p = F.log_softmax(at_least_float32(logits), dim=1).gather(1, targets[:, None])[:, 0]
     return -torch.pow(1 - log_p.exp(), gamma) * log_p if gamma else -log_p
 
 
@@ -55,8 +51,8 @@ def sigmoid_focal(logits: Tensor, targets: Tensor, gamma: float) -> Tensor:
     """``-sum_j (1 - p_t)^gamma log p_t`` per sample over the C one-vs-rest problems,
     ``p_t = sigmoid(z_j)`` for the target class and ``1 - sigmoid(z_j)`` for the others
     (Lin et al., eq. 4; ``gamma = 0`` is the sigmoid cross-entropy)."""
-    logits = _float(logits)
-    positive = F.one_hot(targets, logits.shape[1]).to(logits.dtype)
+    logits = at_least_float32(logits)
+    positive = one_hot_like(targets, logits)
     log_p_t = -F.binary_cross_entropy_with_logits(logits, positive, reduction="none")
     focal = torch.pow(1 - log_p_t.exp(), gamma) if gamma else 1
     return -(focal * log_p_t).sum(dim=1)
@@ -187,7 +183,7 @@ class LDAMLoss(WeightedLoss):
         return self.scale * logits
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
-        logits = _float(logits)
-        margin = F.one_hot(targets, logits.shape[1]).to(logits.dtype) * self.margins.to(logits.dtype)
+        logits = at_least_float32(logits)
+        margin = one_hot_like(targets, logits) * self.margins.to(logits.dtype)
         weight = None if self.weight is None else self.weight.to(logits.dtype)
         return F.cross_entropy(self.scale * (logits - margin), targets, weight=weight)

@@ -14,16 +14,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
-from longtail.losses.rebalancing import WeightedLoss, class_counts_tensor
+from longtail.losses.rebalancing import WeightedLoss, at_least_float32, class_counts_tensor, one_hot_like
 from longtail.losses.reweighting import weighted_mean
-
-
-def _float(logits: Tensor) -> Tensor:
-    return logits.to(torch.promote_types(logits.dtype, torch.float32))
-
-
-def _one_hot(targets: Tensor, logits: Tensor) -> Tensor:
-    return F.one_hot(targets, logits.shape[1]).to(logits.dtype)
 
 
 class BalancedBCELoss(WeightedLoss):
@@ -55,9 +47,9 @@ class BalancedBCELoss(WeightedLoss):
         self.register_buffer("shift", (torch.log(prior) - torch.log1p(-prior)).float())
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
-        logits = _float(logits)
+        logits = at_least_float32(logits)
         shifted = logits + self.shift.to(logits.dtype)
-        losses = F.binary_cross_entropy_with_logits(shifted, _one_hot(targets, logits), reduction="none").sum(1)
+        losses = F.binary_cross_entropy_with_logits(shifted, one_hot_like(targets, logits), reduction="none").sum(1)
         return weighted_mean(losses, targets, self.weight)
 
 
@@ -102,8 +94,8 @@ class EqualizationLoss(WeightedLoss):
         self.register_buffer("calls", torch.zeros((), dtype=torch.int64))
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
-        logits = _float(logits)
-        positive = _one_hot(targets, logits)
+        logits = at_least_float32(logits)
+        positive = one_hot_like(targets, logits)
         generator = torch.Generator().manual_seed(int(self.calls))
         self.calls += 1
         beta = (torch.rand(logits.shape, generator=generator) < self.drop_probability).to(logits)
@@ -158,8 +150,8 @@ class EqualizedFocalLoss(WeightedLoss):
         return torch.where(self.negative_gradient > 0, ratio.clamp(0, 1), torch.ones_like(ratio))
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
-        logits = _float(logits)
-        positive = _one_hot(targets, logits)
+        logits = at_least_float32(logits)
+        positive = one_hot_like(targets, logits)
         gamma = (self.focusing + self.scale * (1 - self.gradient_ratio())).to(logits.dtype)
         log_p_t = -F.binary_cross_entropy_with_logits(logits, positive, reduction="none")
         alpha_t = self.alpha * positive + (1 - self.alpha) * (1 - positive)
@@ -214,15 +206,15 @@ class GumbelLoss(WeightedLoss):
         super().__init__(weight)
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
-        logits = _float(logits).clamp(-4, 10)
-        positive = _one_hot(targets, logits)
+        logits = at_least_float32(logits).clamp(-4, 10)
+        positive = one_hot_like(targets, logits)
         log_eta = gumbel_log_cdf(logits)
         log_not_eta = torch.log(-torch.expm1(log_eta))
         losses = -(positive * log_eta + (1 - positive) * log_not_eta).sum(1)
         return weighted_mean(losses, targets, self.weight)
 
     def inference_logits(self, logits: Tensor) -> Tensor:
-        return gumbel_log_cdf(_float(logits).clamp(min=-80))  # -exp(80) still finite in float32
+        return gumbel_log_cdf(at_least_float32(logits).clamp(min=-80))  # -exp(80) still finite in float32
 
 
 class DistributionBalancedLoss(WeightedLoss):
@@ -275,8 +267,8 @@ class DistributionBalancedLoss(WeightedLoss):
         self.register_buffer("shift", (bias * (torch.log(prior) - torch.log1p(-prior))).float())
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
-        logits = _float(logits)
-        labels = _one_hot(targets, logits) if targets.dim() == 1 else targets.to(logits.dtype)
+        logits = at_least_float32(logits)
+        labels = one_hot_like(targets, logits) if targets.dim() == 1 else targets.to(logits.dtype)
         inverse = self.inverse_counts.to(logits.dtype)
         per_sample = (labels * inverse).sum(1, keepdim=True)  # sum of 1/n_j over the sample's labels
         ratio = inverse / per_sample.clamp_min(torch.finfo(logits.dtype).tiny)
