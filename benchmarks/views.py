@@ -2,8 +2,8 @@
 the training process) against every step image by image.
 
 The per-image baseline applies the same policies with torchvision's transforms v2 alone:
-SimAugment's crop, flip, colour jitter and grayscale, normalisation and Cutout run on each
-image instead of once on the batch. All run in this process, one thread, on the same
+the padded crop, the flip, AutoAugment, SimAugment's crop, flip, colour jitter and
+grayscale, normalisation and Cutout run on each image instead of once on the batch. All run in this process, one thread, on the same
 images; the two stages are timed apart, since only the first takes a loader's time.
 
     python benchmarks/views.py --size 32 --views auto+cutout,sim,sim
@@ -24,7 +24,7 @@ from torchvision.transforms import v2
 
 from longtail.data.readers import LabeledImages
 from longtail.data.module import TransformedImages
-from longtail.data.transforms import MultiView, image_steps, parse_view, view_transform
+from longtail.data.transforms import MultiView, image_steps, padding, parse_view, view_transform
 from longtail.files import atomic_write_text
 from longtail.hardware import machine_info
 
@@ -35,14 +35,19 @@ MEAN, STD = [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]
 def per_image_view(name: str, size: int) -> v2.Transform:
     """The view ``name`` with every step on each image (torchvision v2 only)."""
     policy, cutout = parse_view(name)
-    steps = image_steps(policy, size, size)
-    if policy == "sim":
-        steps = [v2.RandomResizedCrop(size, scale=(0.08, 1.0), antialias=True), v2.RandomHorizontalFlip(),
-                 v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), v2.RandomGrayscale(p=0.2)]
+    crop = [v2.RandomCrop(size, padding=padding(size)), v2.RandomHorizontalFlip()]
+    steps = {
+        "none": [],
+        "standard": crop,
+        "auto": crop + [v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10)],
+        "rand": image_steps("rand", size, size),
+        "sim": [v2.RandomResizedCrop(size, scale=(0.08, 1.0), antialias=True), v2.RandomHorizontalFlip(),
+                v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), v2.RandomGrayscale(p=0.2)],
+    }[policy]
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)]
     if cutout:
         steps.append(v2.RandomErasing(p=1.0, scale=(0.25, 0.25), ratio=(1.0, 1.0), value=0))
-    return v2.Compose(steps or [v2.Identity()])
+    return v2.Compose(steps)
 
 
 def milliseconds_per_image(make_batch, batch_size: int, repeats: int) -> float:

@@ -200,3 +200,17 @@ def test_image_files_index_like_arrays(tmp_path):
     files = ImageFiles([tmp_path / f"{i}.png" for i in range(4)])
     assert [p.name for p in files[np.array([False, True, True, False])].files] == ["1.png", "2.png"]
     assert [p.name for p in files[np.array([3, 0])].files] == ["3.png", "0.png"]
+
+
+def test_views_wholly_in_the_batch_stage_leave_the_loader_only_the_rows_to_read():
+    """On 32-pixel images at their own side, the crop, the flip and AutoAugment all run
+    per batch: the loader's batch is the stored images, once per view."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    data = dataset(images, ["auto+cutout", "standard"])
+    assert not data.transform.per_image
+    batch = data.__getitems__([(4, 1), (0, 2), (4, 3)])
+    expected = torch.from_numpy(images[[4, 0, 4]]).permute(0, 3, 1, 2)
+    assert batch.images.shape == (3, 2, 3, 32, 32)
+    assert torch.equal(batch.images[:, 0], expected) and torch.equal(batch.images[:, 1], expected)
+    assert dataset(images, ["auto", "rand"]).transform.per_image  # RandAugment stays per image

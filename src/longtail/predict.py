@@ -88,7 +88,8 @@ class DecodedImages(Dataset):
             pixels = read_image(path)
         except OSError as error:
             return path, f"cannot read image ({error})"
-        return path, self.view.image(torch.from_numpy(pixels.copy()).permute(2, 0, 1))
+        image = torch.from_numpy(pixels.copy()).permute(2, 0, 1)
+        return path, image if self.view.image is None else self.view.image(image)
 
 
 def predict(

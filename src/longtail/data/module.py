@@ -50,8 +50,13 @@ class TransformedImages(Dataset):
 
     def __getitems__(self, keys: list) -> ImageBatch:
         keys = [key if isinstance(key, tuple) else (key, None) for key in keys]
-        images = torch.stack([self._image(index, seed) for index, seed in keys])
-        labels = torch.as_tensor(self.data.labels[[index for index, _ in keys]])
+        indices = [index for index, _ in keys]
+        if self.transform.per_image or not isinstance(self.data.images, np.ndarray):
+            images = torch.stack([self._image(index, seed) for index, seed in keys])
+        else:  # no view has a stage 1: one read of the rows, each view a copy of them
+            rows = torch.from_numpy(self.data.images[indices]).permute(0, 3, 1, 2)
+            images = rows[:, None].expand(-1, len(self.transform.views), -1, -1, -1).contiguous()
+        labels = torch.as_tensor(self.data.labels[indices])
         seed = None if keys[0][1] is None else keys[0][1] ^ BATCH_SEED_MASK
         return ImageBatch(images, labels, seed, self.training)
 

@@ -3,19 +3,22 @@
 A view is named ``policy`` or ``policy+cutout``. It runs in two stages:
 
 1. per image, in the DataLoader's worker processes, on uint8 ``[3, H, W]`` with
-   torchvision's transforms v2: the crops and flips that bring an image to the model's
-   input side ``S``, and the policies that choose their operations image by image
-   (AutoAugment, RandAugment);
+   torchvision's transforms v2: what must be done image by image, the crops that bring
+   images of other sizes to the model's input side ``S``, and timm's and torchvision's
+   RandAugment;
 2. per batch, in the training process on the batch's device (a GPU when there is one),
-   on ``[B, 3, S, S]`` with kornia: the steps that draw per sample but compute on the whole
-   batch at once (colour jitter, grayscale, and SimAugment's crop and flip when the stored
-   images already have the input side), then normalisation and Cutout.
+   on ``[B, 3, S, S]``: the steps that draw per sample but compute on the whole batch at
+   once. On uint8: the padded crop and flip of small images already at the input side,
+   and AutoAugment, grouped by the operation each image drew; on float with kornia:
+   colour jitter, grayscale and SimAugment's crop and flip (when the stored images already
+   have the input side); then normalisation and Cutout.
 
 The split is what the throughput rests on. A batch op costs a fraction of a call per
 image on 32-pixel images and runs on all the training process's threads, while the
-loader processes take their time from the cores the training step would use, so the
-loaders do only what must be done image by image. Colour jitter's factors and whether
-it applies are drawn per sample; the order of its four adjustments, per batch.
+loader processes take their time from the cores the training step would use (and, niced
+below it, starve while it runs, so that the step then waits on them), so the loaders do
+only what must be done image by image. Colour jitter's factors and whether it applies
+are drawn per sample; the order of its four adjustments, per batch.
 
 The policies follow the input side. Small inputs (``S < 64``, CIFAR) are cropped with
 padding; large ones (ImageNet) with random resized crops, and evaluated on a centre crop:
@@ -51,6 +54,8 @@ import torch
 from torch import Tensor, nn
 from torchvision.transforms import v2
 
+from longtail.data.batch_augment import BatchAutoAugment, PaddedCropFlip
+
 POLICIES = ("none", "standard", "auto", "rand", "sim")
 #: Inputs of at least this side get the ImageNet-style policies.
 LARGE = 64
@@ -67,9 +72,10 @@ def parse_view(name: str) -> tuple[str, bool]:
 
 
 def batch_geometry(policy: str, size: int, source_size: int | None) -> bool:
-    """Whether the view's crop and flip run in stage 2: SimAugment's, when the stored
-    images all have the input side (nothing then runs image by image before them)."""
-    return policy == "sim" and source_size == size
+    """Whether the view's crop and flip run in stage 2: those of small inputs and
+    SimAugment's, when the stored images all have the input side (nothing then runs image
+    by image before them)."""
+    return source_size == size and (policy == "sim" or (policy in ("standard", "auto") and size < LARGE))
 
 
 class TimmRandAugment(nn.Module):
@@ -107,18 +113,30 @@ def image_steps(policy: str, size: int, source_size: int | None,
     fit = [] if source_size == size else [v2.Resize(size, antialias=True), v2.CenterCrop(size)]
     if policy == "none":
         return [v2.Resize(round(size * 8 / 7), antialias=True), v2.CenterCrop(size)] if large else fit
+    if batch_geometry(policy, size, source_size):
+        return []
     if policy == "sim":
-        return [] if batch_geometry(policy, size, source_size) else resized_crop
-    standard = resized_crop if large else fit + [v2.RandomCrop(size, padding=max(1, size // 8)),
-                                                 v2.RandomHorizontalFlip()]
-    if policy == "auto":
-        autoaugment = v2.AutoAugmentPolicy.IMAGENET if large else v2.AutoAugmentPolicy.CIFAR10
-        return standard + [v2.AutoAugment(autoaugment)]
+        return resized_crop
+    standard = resized_crop if large else fit + [v2.RandomCrop(size, padding=padding(size)), v2.RandomHorizontalFlip()]
     if policy == "rand" and large:
         return standard + [v2.ColorJitter(0.4, 0.4, 0.4), TimmRandAugment(BCL_RANDAUGMENT, size, mean)]
     if policy == "rand":
         return standard + [v2.RandAugment(num_ops=2, magnitude=10)]
-    return standard
+    return standard  # standard, and auto, whose AutoAugment runs in stage 2
+
+
+def padding(size: int) -> int:
+    """The zero padding of the small inputs' random crop: an eighth of the side (4 on CIFAR)."""
+    return max(1, size // 8)
+
+
+def uint8_batch_steps(policy: str, size: int, source_size: int | None) -> list[nn.Module]:
+    """Stage 2 of ``policy`` on uint8 ``[B, 3, S, S]``: the padded crop and flip of small
+    images at the input side, and AutoAugment's operations."""
+    steps = [PaddedCropFlip(padding(size))] if policy != "sim" and batch_geometry(policy, size, source_size) else []
+    if policy == "auto":
+        steps.append(BatchAutoAugment(v2.AutoAugmentPolicy.IMAGENET if size >= LARGE else v2.AutoAugmentPolicy.CIFAR10))
+    return steps
 
 
 def batch_steps(policy: str, size: int, source_size: int | None) -> list[nn.Module]:
@@ -171,26 +189,29 @@ class Cutout(nn.Module):
 
 class BatchStage(nn.Module):
     """Stage 2 of a view: uint8 ``[B, 3, S, S]`` -> normalised float32, each sample
-    augmented with its own draw; ``cutout``: the side of Cutout's square (0: none)."""
+    augmented with its own draw: ``uint8_steps``, then ``steps`` on floats in ``[0, 1]``;
+    ``cutout``: the side of Cutout's square (0: none)."""
 
     def __init__(self, steps: Sequence[nn.Module], mean: Sequence[float], std: Sequence[float],
-                 cutout: int = 0) -> None:
+                 cutout: int = 0, uint8_steps: Sequence[nn.Module] = ()) -> None:
         super().__init__()
+        self.uint8_steps = nn.Sequential(*uint8_steps)
         self.steps = nn.Sequential(*steps)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
         self.cutout = Cutout(cutout) if cutout else None
 
     def forward(self, images: Tensor) -> Tensor:
-        x = self.steps(images.float().div_(255))
+        x = self.steps(self.uint8_steps(images).float().div_(255))
         x = (x - self.mean.to(x.device)) / self.std.to(x.device)
         return x if self.cutout is None else self.cutout(x)
 
 
 class View:
-    """One view: ``image`` (stage 1, per image) and ``batch`` (stage 2, per batch)."""
+    """One view: ``image`` (stage 1, per image; ``None``: the image as it is) and ``batch``
+    (stage 2, per batch)."""
 
-    def __init__(self, image: v2.Transform, batch: BatchStage) -> None:
+    def __init__(self, image: v2.Transform | None, batch: BatchStage) -> None:
         self.image = image
         self.batch = batch
 
@@ -204,8 +225,10 @@ def view_transform(
     policies crop them as they are), ``None`` when they differ.
     """
     policy, cutout = parse_view(name)
-    return View(v2.Compose(image_steps(policy, size, source_size, mean) or [v2.Identity()]),
-                BatchStage(batch_steps(policy, size, source_size), mean, std, size // 2 if cutout else 0))
+    steps = image_steps(policy, size, source_size, mean)
+    return View(v2.Compose(steps) if steps else None,
+                BatchStage(batch_steps(policy, size, source_size), mean, std, size // 2 if cutout else 0,
+                           uint8_batch_steps(policy, size, source_size)))
 
 
 @contextmanager
@@ -237,8 +260,13 @@ class MultiView:
     def __init__(self, views: Sequence[View]) -> None:
         self.views = list(views)
 
+    @property
+    def per_image(self) -> bool:
+        """Whether any view has a stage 1; if none has, a batch is its images as they are."""
+        return any(view.image is not None for view in self.views)
+
     def images(self, image: Tensor) -> Tensor:
-        return torch.stack([view.image(image) for view in self.views])
+        return torch.stack([image if view.image is None else view.image(image) for view in self.views])
 
     def batch(self, images: Tensor, seed: int | None = None) -> Tensor:
         """Stage 2, drawing from torch's generator seeded with ``seed`` (see ``seeded``)."""
