@@ -1,8 +1,10 @@
 """Losses: plain ``nn.Module``s with no Lightning in them, usable in any training loop."""
 
 from longtail.losses.contrastive import BalancedContrastiveLoss, SupConLoss, contrastive_loss
-from longtail.losses.queue import LabelledQueue
+from longtail.losses.parametric import ParametricContrastiveLoss
+from longtail.losses.queue import ClassBalancedQueue, LabelledQueue
 from longtail.losses.rebalancing import BalancedSoftmaxLoss, CrossEntropyLoss, IIFLoss, LogitAdjustedLoss
+from longtail.losses.rescom import ResComLoss
 from longtail.losses.reweighting import ClassBalancedLoss, FocalLoss, LDAMLoss
 from longtail.losses.sigmoid import (
     BalancedBCELoss,
@@ -11,6 +13,7 @@ from longtail.losses.sigmoid import (
     EqualizedFocalLoss,
     GumbelLoss,
 )
+from longtail.losses.targeted import TargetedSupConLoss
 
 #: Losses on logits, ``forward(logits, targets)``, by the name ``loss.name`` gives. Each
 #: takes ``class_counts`` (the run supplies them) and ``weight`` (per-class weights, set by a
@@ -36,6 +39,7 @@ __all__ = [
     "BalancedSoftmaxLoss",
     "CLASSIFICATION_LOSSES",
     "ClassBalancedLoss",
+    "ClassBalancedQueue",
     "CrossEntropyLoss",
     "DistributionBalancedLoss",
     "EqualizationLoss",
@@ -46,6 +50,9 @@ __all__ = [
     "LDAMLoss",
     "LabelledQueue",
     "LogitAdjustedLoss",
+    "ParametricContrastiveLoss",
+    "ResComLoss",
     "SupConLoss",
+    "TargetedSupConLoss",
     "contrastive_loss",
 ]

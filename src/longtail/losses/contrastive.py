@@ -12,6 +12,8 @@ import warnings
 import torch
 from torch import Tensor, nn
 
+from longtail.losses.distributed import gather, global_mean, own_positions
+
 
 def _check_temperature(temperature: float) -> None:
     if not temperature > 0:
@@ -30,6 +32,14 @@ def _flatten_views(features: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
     return features.transpose(0, 1).reshape(-1, features.shape[-1]), targets.repeat(views)
 
 
+def similarities(anchors: Tensor, references: Tensor) -> Tensor:
+    """``anchors @ references.T`` in at least float32, whatever the autocast dtype."""
+    dtype = torch.promote_types(torch.promote_types(anchors.dtype, references.dtype), torch.float32)
+    # autocast would run the matmul in its low-precision dtype despite the upcast
+    with torch.autocast(anchors.device.type, enabled=False):
+        return anchors.to(dtype) @ references.to(dtype).T
+
+
 def contrastive_loss(
     anchors: Tensor,
     anchor_labels: Tensor,
@@ -39,9 +49,15 @@ def contrastive_loss(
     own: Tensor | None = None,
     own_is_positive: bool = False,
     class_averaged: bool = False,
+    decoupled: bool = False,
+    extra_logits: Tensor | None = None,
+    extra_positives: Tensor | None = None,
+    positive_weight: float = 1.0,
+    anchor_weights: Tensor | None = None,
 ) -> Tensor:
-    """Negative mean log-likelihood of each anchor's positives among the references,
-    averaged over the anchors that have one: the core of SupCon, BCL and the MoCo family.
+    """Negative weighted mean log-likelihood of each anchor's positives among the
+    references, averaged over the anchors that have one: the core of SupCon, BCL, PaCo,
+    TSC and the MoCo family.
 
     The references are any set: the anchors themselves, keys of a momentum encoder, a
     queue, class prototypes, or several of these concatenated. A reference is a positive of
@@ -52,25 +68,42 @@ def contrastive_loss(
     positive whatever the labels, as MoCo's is. With ``class_averaged``, each denominator
     term is divided by the number of references of its class (the anchor's own entry
     excluded when it is left out), so that every class weighs the same (BCL's
-    class-averaging; it needs labels of 0 or more).
+    class-averaging; it needs labels of 0 or more). With ``decoupled``, the positives
+    are left out of the denominator, which holds the negatives only (DCL: Yeh et al.,
+    ECCV 2022, https://arxiv.org/abs/2110.06848, eq. 6).
+
+    ``extra_logits`` ``[N, E]`` join every anchor's softmax as they are, not divided by
+    the temperature (PaCo's class centres: the classifier's logits; TSC's targets, scaled
+    by the caller); ``extra_positives`` ``[N, E]`` marks the anchor's positives among them.
+    A reference positive weighs ``positive_weight``, an extra one 1, and each anchor's
+    loss is ``-sum_p w_p log softmax_p / sum_p w_p`` (PaCo's normalisation; SupCon's
+    ``1/|P(i)|`` when nothing else is set).
 
     Args:
         anchors: ``[N, D]``.
         anchor_labels: ``[N]``.
         references: ``[M, D]``.
         reference_labels: ``[M]``.
-        temperature: softmax temperature.
+        temperature: softmax temperature of the anchor-reference similarities.
         own: ``[N]`` positions in the references, or ``None``.
         own_is_positive: the own entry is a positive (a key), not the anchor itself.
         class_averaged: divide each term of the denominator by its class's size.
+        decoupled: leave the positives out of the denominator.
+        extra_logits: ``[N, E]`` further logits of each anchor's softmax, or ``None``.
+        extra_positives: ``[N, E]`` bool, the positives among them.
+        positive_weight: the weight of a reference positive (PaCo's alpha).
+        anchor_weights: ``[N]`` weights of the anchors' losses in the mean (a weighted
+            sum over the count), or ``None``.
+
+    In a distributed run the anchors are this process's and the mean runs over the anchors
+    of every process (``longtail.losses.distributed.global_mean``); the caller gathers the
+    references.
 
     Returns:
         A scalar; with no anchor that has a positive, 0 (connected to the graph) and a warning.
     """
-    dtype = torch.promote_types(torch.promote_types(anchors.dtype, references.dtype), torch.float32)
-    # autocast would run the matmul in its low-precision dtype despite the upcast
-    with torch.autocast(anchors.device.type, enabled=False):
-        logits = anchors.to(dtype) @ references.to(dtype).T / temperature
+    logits = similarities(anchors, references) / temperature
+    dtype = logits.dtype
     same_class = (anchor_labels[:, None] == reference_labels[None, :]) & (anchor_labels[:, None] >= 0)
     is_own = torch.zeros_like(same_class)
     if own is not None:
@@ -81,7 +114,7 @@ def contrastive_loss(
     else:
         positives, left_out = same_class & ~is_own, is_own
 
-    denominator_logits = logits.masked_fill(left_out, float("-inf"))
+    denominator_logits = logits.masked_fill(left_out | positives if decoupled else left_out, float("-inf"))
     if class_averaged:
         if (reference_labels < 0).any():
             raise ValueError("class averaging needs every reference labelled (0 or more)")
@@ -90,19 +123,25 @@ def contrastive_loss(
             own_label = torch.where(own >= 0, reference_labels[own.clamp(min=0)], -1)
             others_in_class = others_in_class - (reference_labels[None, :] == own_label[:, None]).long()
         denominator_logits = denominator_logits - torch.log(others_in_class.clamp(min=1).to(dtype))
+    weights = positives.to(dtype) * positive_weight
+    if extra_logits is not None:
+        extra_logits = extra_logits.to(dtype)
+        extra_positives = torch.zeros_like(extra_logits, dtype=torch.bool) if extra_positives is None \
+            else extra_positives
+        logits = torch.cat([logits, extra_logits], dim=1)
+        extra_denominator = extra_logits.masked_fill(extra_positives, float("-inf")) if decoupled else extra_logits
+        denominator_logits = torch.cat([denominator_logits, extra_denominator], dim=1)
+        weights = torch.cat([weights, extra_positives.to(dtype)], dim=1)
     log_prob = logits - torch.logsumexp(denominator_logits, dim=1, keepdim=True)
-    num_positives = positives.sum(dim=1)
-    has_positive = num_positives > 0
+    total_weight = weights.sum(dim=1)
+    has_positive = total_weight > 0
     if not has_positive.any():
-        warnings.warn("no anchor of the batch has a positive: the contrastive loss is 0", stacklevel=2)
-        return logits.sum() * 0
-    mean_log_prob = (log_prob * positives).sum(dim=1)[has_positive] / num_positives[has_positive]
-    return -mean_log_prob.mean()
-
-
-def _itself(count: int, device: torch.device) -> Tensor:
-    """``own`` for anchors that are the first ``count`` references."""
-    return torch.arange(count, device=device)
+        warnings.warn("no anchor of the batch has a positive: its contrastive loss is 0", stacklevel=2)
+    # a masked sum, not a product: an anchor's non-positives contribute 0, whatever their log-probability
+    losses = -log_prob.masked_fill(weights == 0, 0).mul(weights).sum(dim=1) / total_weight.clamp(min=1e-12)
+    if anchor_weights is not None:
+        losses = losses * anchor_weights.to(dtype)
+    return global_mean(losses[has_positive])
 
 
 class SupConLoss(nn.Module):
@@ -115,8 +154,12 @@ class SupConLoss(nn.Module):
     ``L_i = -1/|P(i)| sum_{p in P(i)} log( exp(z_i.z_p/T) / sum_{k != i} exp(z_i.z_k/T) )``,
     averaged over the anchors that have a positive (with none, 0 and a warning).
 
+    In a distributed run the references are the views of every process (see
+    ``longtail.losses.distributed``).
+
     Args:
         temperature: softmax temperature T.
+        decoupled: leave the positives out of the denominator (DCL, Yeh et al., ECCV 2022).
 
     Shapes:
         features ``[B, V, D]`` L2-normalised, targets ``[B]`` -> scalar.
@@ -127,15 +170,15 @@ class SupConLoss(nn.Module):
         torch.Size([])
     """
 
-    def __init__(self, temperature: float = 0.1) -> None:
+    def __init__(self, temperature: float = 0.1, decoupled: bool = False) -> None:
         super().__init__()
         _check_temperature(temperature)
-        self.temperature = temperature
+        self.temperature, self.decoupled = temperature, decoupled
 
     def forward(self, features: Tensor, targets: Tensor) -> Tensor:
         anchors, labels = _flatten_views(features, targets)
-        return contrastive_loss(anchors, labels, anchors, labels, self.temperature,
-                                own=_itself(len(anchors), anchors.device))
+        return contrastive_loss(anchors, labels, gather(anchors), gather(labels), self.temperature,
+                                own=own_positions(len(anchors), anchors.device), decoupled=self.decoupled)
 
 
 class BalancedContrastiveLoss(nn.Module):
@@ -152,9 +195,13 @@ class BalancedContrastiveLoss(nn.Module):
     classes from dominating the negatives. Anchors are the views; prototypes are
     contrast members only. The loss is the mean over the ``B*V`` anchors.
 
+    In a distributed run the views of every process are members (see
+    ``longtail.losses.distributed``); the prototypes join once.
+
     Args:
         num_classes: C, the number of prototypes expected.
         temperature: softmax temperature T.
+        decoupled: leave the positives out of the denominator (DCL, Yeh et al., ECCV 2022).
 
     Shapes:
         features ``[B, V, D]`` L2-normalised, targets ``[B]``, prototypes ``[C, D]``
@@ -168,13 +215,13 @@ class BalancedContrastiveLoss(nn.Module):
         torch.Size([])
     """
 
-    def __init__(self, num_classes: int, temperature: float = 0.1) -> None:
+    def __init__(self, num_classes: int, temperature: float = 0.1, decoupled: bool = False) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be at least 1, got {num_classes}")
         _check_temperature(temperature)
         self.num_classes = num_classes
-        self.temperature = temperature
+        self.temperature, self.decoupled = temperature, decoupled
 
     def forward(self, features: Tensor, targets: Tensor, prototypes: Tensor) -> Tensor:
         if prototypes.dim() != 2 or prototypes.shape[0] != self.num_classes:
@@ -184,14 +231,15 @@ class BalancedContrastiveLoss(nn.Module):
             )
         anchors, labels = _flatten_views(features, targets)
         dtype = torch.promote_types(torch.promote_types(anchors.dtype, prototypes.dtype), torch.float32)
-        references = torch.cat([anchors.to(dtype), prototypes.to(dtype)])
+        references = torch.cat([gather(anchors).to(dtype), prototypes.to(dtype)])
         prototype_labels = torch.arange(self.num_classes, device=labels.device)
         return contrastive_loss(
             anchors,
             labels,
             references,
-            torch.cat([labels, prototype_labels]),
+            torch.cat([gather(labels), prototype_labels]),
             self.temperature,
-            own=_itself(len(anchors), anchors.device),
+            own=own_positions(len(anchors), anchors.device),
             class_averaged=True,
+            decoupled=self.decoupled,
         )

@@ -66,3 +66,60 @@ class LabelledQueue(nn.Module):
         order = (self.position + torch.arange(self.size, device=self.position.device)) % self.size
         order = order[self.written[order]]
         return self.keys[order], self.labels[order]
+
+
+class ClassBalancedQueue(nn.Module):
+    """The last ``per_class`` keys of every class, first in first out within each class.
+
+    - [0] Zhong et al., "Rebalanced Siamese Contrastive Mining for Long-Tailed
+      Recognition", 2022, https://arxiv.org/abs/2203.11506 (Sec. 3, the class-balanced
+      queue)
+
+    A plain queue holds the head classes' keys in proportion to their images, and barely
+    any of the tail's; this one keeps the same number of keys of every class once each
+    has been seen ``per_class`` times. Buffers hold the keys, their slots' use and each
+    class's write position, so checkpoints keep the queue. In a distributed run, push the
+    keys of every process, so that every process holds the same queue.
+
+    Args:
+        num_classes: C.
+        per_class: K, the keys kept per class.
+        dim: D, the keys' dimension.
+
+    Shapes:
+        ``push(keys [B, D], labels [B])``; ``forward()`` -> keys ``[K', D]``, labels ``[K']``
+        (the written slots, class by class, oldest first within a class).
+    """
+
+    def __init__(self, num_classes: int, per_class: int, dim: int) -> None:
+        super().__init__()
+        if num_classes < 1 or per_class < 1 or dim < 1:
+            raise ValueError(f"num_classes, per_class and dim must be at least 1, "
+                             f"got {num_classes}, {per_class} and {dim}")
+        self.register_buffer("keys", torch.zeros(num_classes, per_class, dim))
+        self.register_buffer("written", torch.zeros(num_classes, per_class, dtype=torch.bool))
+        self.register_buffer("position", torch.zeros(num_classes, dtype=torch.long))
+
+    @property
+    def per_class(self) -> int:
+        return self.keys.shape[1]
+
+    @torch.no_grad()
+    def push(self, keys: Tensor, labels: Tensor) -> None:
+        """Write each class's ``keys`` over its oldest slots (its last ``per_class`` when more)."""
+        if keys.dim() != 2 or keys.shape[1] != self.keys.shape[2] or labels.shape != keys.shape[:1]:
+            raise ValueError(f"expected keys [B, {self.keys.shape[2]}] and labels [B], "
+                             f"got {tuple(keys.shape)} and {tuple(labels.shape)}")
+        for label in labels.unique().tolist():
+            own = keys[labels == label][-self.per_class:]
+            slots = (self.position[label] + torch.arange(len(own), device=self.position.device)) % self.per_class
+            self.keys[label, slots] = own.detach().to(self.keys.dtype)
+            self.written[label, slots] = True
+            self.position[label] = (self.position[label] + len(own)) % self.per_class
+
+    def forward(self) -> tuple[Tensor, Tensor]:
+        order = (self.position[:, None] + torch.arange(self.per_class, device=self.position.device)) % self.per_class
+        written = self.written.gather(1, order)
+        labels = torch.arange(len(self.keys), device=self.keys.device)[:, None].expand_as(order)
+        keys = self.keys.gather(1, order[:, :, None].expand(-1, -1, self.keys.shape[2]))
+        return keys[written], labels[written]

@@ -5,12 +5,15 @@ from typing import NamedTuple
 from longtail.errors import NonFiniteLossError
 from longtail.methods.base import ClassifierMethod, OptimizerFactory
 from longtail.methods.bcl import BCL
+from longtail.methods.contrastive import TSC, SupCon
 from longtail.methods.decoupled import (
     ClassifierRetraining,
     LearnableWeightScaling,
     MarginCalibration,
     NearestClassMean,
 )
+from longtail.methods.parametric import GPaCo, PaCo
+from longtail.methods.rescom import ResCom
 from longtail.methods.supervised import Supervised
 
 
@@ -31,6 +34,35 @@ METHODS = {
         "Balanced Contrastive Learning: logit-adjusted cosine classifier + balanced "
         "contrastive branch (Zhu et al., CVPR 2022)",
         "logit_adjusted",
+    ),
+    "supcon": MethodEntry(
+        SupCon,
+        "supervised contrastive learning: joint with a classifier, or with method.alpha=0 pre-training for a "
+        "linear classifier (Khosla et al., NeurIPS 2020)",
+        "ce",
+    ),
+    "paco": MethodEntry(
+        PaCo,
+        "parametric contrastive learning: class centres in the contrast set, momentum encoder and queue "
+        "(Cui et al., ICCV 2021)",
+        "balanced_softmax",
+        True,
+    ),
+    "gpaco": MethodEntry(
+        GPaCo, "generalized parametric contrastive learning: PaCo without the momentum encoder (Cui et al., "
+        "TPAMI 2023)", "balanced_softmax", True,
+    ),
+    "tsc": MethodEntry(
+        TSC,
+        "targeted supervised contrastive learning: classes pulled to targets spread on the sphere, pre-training "
+        "for a linear classifier (Li et al., CVPR 2022)",
+        "ce",
+    ),
+    "rescom": MethodEntry(
+        ResCom,
+        "rebalanced siamese contrastive mining: siamese balanced softmax and hard mining on a class-balanced queue "
+        "(Zhong et al., 2022)",
+        "balanced_softmax",
     ),
     "ce": MethodEntry(Supervised, "cross-entropy baseline, one branch", "ce", True),
     "logit_adjustment": MethodEntry(
@@ -68,11 +100,16 @@ __all__ = [
     "METHODS",
     "ClassifierMethod",
     "ClassifierRetraining",
+    "GPaCo",
     "LearnableWeightScaling",
     "MarginCalibration",
     "MethodEntry",
     "NearestClassMean",
     "NonFiniteLossError",
     "OptimizerFactory",
+    "PaCo",
+    "ResCom",
+    "SupCon",
     "Supervised",
+    "TSC",
 ]

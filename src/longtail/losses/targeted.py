@@ -1,0 +1,117 @@
+"""Targeted supervised contrast: classes pulled toward targets spread over the sphere."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from longtail.losses.contrastive import _check_temperature, _flatten_views, contrastive_loss, similarities
+from longtail.losses.distributed import gather, own_positions
+
+
+@cache
+def uniform_targets(num_classes: int, dim: int, steps: int = 2000, temperature: float = 0.07,
+                    seed: int = 0) -> Tensor:
+    """``[C, D]`` unit vectors spread as evenly as an optimiser finds: the minimiser of
+    ``1/C sum_i log sum_j exp(u_i . u_j / t)`` (Li et al., CVPR 2022, Sec. 3.2), by Adam
+    on the gradient's component along the sphere, from a seeded Gaussian start, projected
+    back onto the sphere after every step. The terms ``j = i`` are left out: on the sphere
+    they are the constant ``exp(1 / t)``, which would otherwise swamp the others' gradient.
+
+    For ``C <= D + 1`` the optimum is a regular simplex (every pair at ``arccos(-1/(C-1))``);
+    beyond, the points approach the best known packings of C points in D dimensions.
+    Computed once per ``(C, D)`` in a process; a run keeps them in its checkpoints.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    points = F.normalize(torch.randn(num_classes, dim, generator=generator, dtype=torch.float64), dim=1)
+    points.requires_grad_(True)
+    optimizer = torch.optim.Adam([points], lr=0.01)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        similarity = (points @ points.T / temperature).masked_fill(torch.eye(num_classes, dtype=torch.bool), -torch.inf)
+        torch.logsumexp(similarity, dim=1).mean().backward()
+        with torch.no_grad():  # the radial part only scales the points, which the projection undoes
+            points.grad -= (points.grad * points).sum(dim=1, keepdim=True) * points
+        optimizer.step()
+        with torch.no_grad():
+            points.copy_(F.normalize(points, dim=1))
+    return points.detach().float()
+
+
+class TargetedSupConLoss(nn.Module):
+    """TSC: SupCon with each class's target on the sphere in the contrast set.
+
+    - [0] Li et al., "Targeted Supervised Contrastive Learning for Long-Tailed
+      Recognition", CVPR 2022, https://arxiv.org/abs/2111.13998 (Sec. 3, eq. 4)
+
+    The C targets ``t`` (``uniform_targets``) join every anchor's softmax, at the same
+    temperature as the views. For anchor view ``i`` of class ``y``, with ``P(i)`` the other
+    views of its class and ``t_{a(y)}`` the target assigned to its class:
+
+    ``L_i = -1/|P(i)| sum_{p in P(i)} log s_p - lambda log s_{t_{a(y)}}``
+
+    so the tail classes, whatever their few samples, each hold a target as far from the
+    others as the head's. Classes and targets are matched by the Hungarian algorithm on
+    the cosine between each class's centroid (a moving average of its normalised mean
+    embedding) and each target, after every step (``update``); the assignment, the
+    centroids and the targets are buffers, kept in checkpoints.
+
+    Args:
+        num_classes: C.
+        dim: D, the embeddings' dimension.
+        temperature: T of the softmax.
+        target_weight: lambda, the weight of the target term.
+        centroid_momentum: the centroids' moving-average factor (the old value's weight).
+        decoupled: leave the positives out of the denominator (DCL, Yeh et al., ECCV 2022).
+
+    Shapes:
+        features ``[B, V, D]`` L2-normalised, targets ``[B]`` -> scalar.
+    """
+
+    def __init__(self, num_classes: int, dim: int, temperature: float = 0.1, target_weight: float = 0.2,
+                 centroid_momentum: float = 0.9, decoupled: bool = False) -> None:
+        super().__init__()
+        _check_temperature(temperature)
+        if target_weight < 0 or not 0 <= centroid_momentum < 1:
+            raise ValueError(f"target_weight must be non-negative and centroid_momentum in [0, 1), "
+                             f"got {target_weight} and {centroid_momentum}")
+        self.temperature, self.target_weight, self.decoupled = temperature, target_weight, decoupled
+        self.centroid_momentum = centroid_momentum
+        self.register_buffer("targets", uniform_targets(num_classes, dim).clone())
+        self.register_buffer("assignment", torch.arange(num_classes))
+        self.register_buffer("centroids", torch.zeros(num_classes, dim))
+
+    def forward(self, features: Tensor, targets: Tensor) -> Tensor:
+        anchors, labels = _flatten_views(features, targets)
+        target_logits = similarities(anchors, self.targets) / self.temperature
+        assigned = F.one_hot(self.assignment[labels], len(self.targets)).bool()
+        common = dict(temperature=self.temperature, own=own_positions(len(anchors), anchors.device),
+                      decoupled=self.decoupled)
+        references, reference_labels = gather(anchors), gather(labels)
+        # decoupled, the anchor's target leaves the views' denominator too: it is a positive
+        view_target_logits = target_logits.masked_fill(assigned, -torch.inf) if self.decoupled else target_logits
+        views = contrastive_loss(anchors, labels, references, reference_labels, extra_logits=view_target_logits,
+                                 **common)
+        target = contrastive_loss(anchors, labels, references, reference_labels, extra_logits=target_logits,
+                                  extra_positives=assigned, positive_weight=0.0, **common)
+        return views + self.target_weight * target
+
+    @torch.no_grad()
+    def update(self, embeddings: Tensor, labels: Tensor) -> None:
+        """Move the centroids of the classes in ``embeddings [N, D]`` (their labels ``[N]``;
+        every process's, in a distributed run) and match classes to targets again."""
+        from scipy.optimize import linear_sum_assignment
+
+        present = labels.unique()
+        embeddings = embeddings.to(self.centroids.dtype)
+        means = torch.stack([F.normalize(embeddings[labels == c].mean(0), dim=0) for c in present])
+        seen = self.centroids[present].norm(dim=1, keepdim=True) > 0
+        moved = torch.where(seen, self.centroid_momentum * self.centroids[present]
+                            + (1 - self.centroid_momentum) * means, means)
+        self.centroids[present] = F.normalize(moved, dim=1)
+        cost = -(self.centroids @ self.targets.T).double().cpu().numpy()
+        classes, chosen = linear_sum_assignment(cost)
+        self.assignment[torch.as_tensor(classes)] = torch.as_tensor(chosen, device=self.assignment.device)

@@ -1,0 +1,101 @@
+"""Supervised contrastive methods: a classifier branch beside a contrastive branch."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from longtail.losses import SupConLoss
+from longtail.losses.distributed import gather
+from longtail.losses.targeted import TargetedSupConLoss
+from longtail.methods.base import ClassifierMethod
+from longtail.models import ProjectionMLP
+
+
+class SupCon(ClassifierMethod):
+    """Supervised contrastive learning, joint with a classifier or as pre-training.
+
+    - [0] Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020,
+      https://arxiv.org/abs/2004.11362 (eq. 2; Sec. 4, the two-stage protocol)
+
+    The first view trains the classifier with the method's loss; the others are projected
+    by an MLP, L2-normalised and trained with ``SupConLoss``. The objective is
+    ``alpha * L_classifier + beta * L_contrastive``. With ``alpha = 0`` the first view is
+    not computed: the paper's pre-training, whose backbone a linear classifier then learns
+    on (``method.name=crt model.init_from=RUN_DIR``).
+
+    Args:
+        alpha, beta: the weights of the classifier and contrastive terms.
+        temperature: the contrastive softmax temperature.
+        decoupled: leave the positives out of the contrastive denominator (DCL, Yeh et
+            al., ECCV 2022).
+        feat_dim: the projected embedding's dimension.
+        hidden_dim: the projection MLP's hidden width.
+        parts: those of ``ClassifierMethod``.
+    """
+
+    num_views = 3
+
+    def __init__(self, *, alpha: float = 1.0, beta: float = 1.0, temperature: float = 0.1, decoupled: bool = False,
+                 feat_dim: int = 128, hidden_dim: int = 512, **parts) -> None:
+        super().__init__(**parts)
+        for name, value in (("alpha", alpha), ("beta", beta)):
+            if value < 0:
+                raise ValueError(f"{name} must be non-negative, got {value}")
+        self.alpha, self.beta = alpha, beta
+        self.projection = ProjectionMLP(self.backbone.num_features, hidden_dim, feat_dim)
+        self.contrastive_loss = SupConLoss(temperature, decoupled)  # a subclass may set its own
+
+    def contrastive_term(self, embeddings: Tensor, targets: Tensor) -> Tensor:
+        """The contrastive loss of the L2-normalised embeddings ``[B, V-1, D]`` of the
+        contrastive views."""
+        return self.contrastive_loss(embeddings, targets)
+
+    def training_losses(self, views: Tensor, targets: Tensor) -> dict[str, Tensor]:
+        batch, num_views = views.shape[:2]
+        if num_views < 2:
+            raise ValueError(f"{type(self).__name__} needs at least 2 views (1 classifier, 1 contrastive), "
+                             f"got {num_views}")
+        classify = self.alpha > 0
+        features = self.features(views[:, 0 if classify else 1:].transpose(0, 1).flatten(0, 1))
+        terms = {}
+        if classify:
+            terms["classifier"] = self.alpha * self.classifier_loss(self.classifier(features[:batch]), targets)
+            features = features[batch:]
+        embeddings = F.normalize(self.projection(features), dim=1)
+        embeddings = embeddings.unflatten(0, (num_views - 1, batch)).transpose(0, 1)
+        terms["contrastive"] = self.beta * self.contrastive_term(embeddings, targets)
+        return terms
+
+
+class TSC(SupCon):
+    """Targeted supervised contrastive learning (TSC).
+
+    - [0] Li et al., "Targeted Supervised Contrastive Learning for Long-Tailed
+      Recognition", CVPR 2022, https://arxiv.org/abs/2111.13998
+
+    ``SupCon`` whose contrastive branch is ``TargetedSupConLoss``: C targets spread
+    uniformly on the sphere (computed once by optimisation), each class pulled to the one
+    the Hungarian algorithm assigns it after every step, from the class centroids of every
+    process's embeddings. By default a pre-training (``alpha = 0``), as in the paper,
+    followed by a linear classifier (``method.name=crt model.init_from=RUN_DIR``).
+
+    Args:
+        target_weight: lambda, the weight of the target term.
+        alpha, beta, temperature, decoupled, feat_dim, hidden_dim, parts: as ``SupCon``.
+    """
+
+    def __init__(self, *, alpha: float = 0.0, beta: float = 1.0, temperature: float = 0.1, target_weight: float = 0.2,
+                 decoupled: bool = False, feat_dim: int = 128, hidden_dim: int = 512, **parts) -> None:
+        super().__init__(alpha=alpha, beta=beta, temperature=temperature, decoupled=decoupled, feat_dim=feat_dim,
+                         hidden_dim=hidden_dim, **parts)
+        self.contrastive_loss = TargetedSupConLoss(self.classifier.weight.shape[0], feat_dim, temperature,
+                                                   target_weight, decoupled=decoupled)
+
+    def contrastive_term(self, embeddings: Tensor, targets: Tensor) -> Tensor:
+        self._seen = embeddings.detach().flatten(0, 1), targets.repeat_interleave(embeddings.shape[1])
+        return self.contrastive_loss(embeddings, targets)
+
+    def after_step(self) -> None:
+        embeddings, labels = self._seen
+        self.contrastive_loss.update(gather(embeddings), gather(labels))

@@ -1,0 +1,102 @@
+"""Contrastive losses under DDP see the global batch: two gloo processes, each with half
+of a batch, give the loss and the gradients of one process on the whole batch."""
+
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from torch import nn
+
+from longtail.losses import BalancedContrastiveLoss, ParametricContrastiveLoss, SupConLoss
+from longtail.losses.distributed import gather, own_positions
+
+BATCH, VIEWS, INPUT, DIM, CLASSES, QUEUE = 8, 2, 6, 5, 3, 4
+
+
+class Model(nn.Module):
+    """Features, a projection to the sphere, a classifier and class prototypes: every
+    kind of parameter the contrastive methods train."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.encoder = nn.Linear(INPUT, 7)
+        self.projection = nn.Linear(7, DIM)
+        self.classifier = nn.Linear(7, CLASSES)
+        self.prototypes = nn.Parameter(torch.randn(CLASSES, DIM))
+
+    def forward(self, images):
+        features = torch.tanh(self.encoder(images))
+        return F.normalize(self.projection(features), dim=-1), self.classifier(features), \
+            F.normalize(self.prototypes, dim=1)
+
+
+def data():
+    generator = torch.Generator().manual_seed(1)
+    images = torch.randn(BATCH, VIEWS, INPUT, generator=generator)
+    labels = torch.tensor([0, 1, 2, 0, 0, 1, 0, 2])  # classes on both halves, and a class on one view only
+    keys_in = torch.randn(BATCH, INPUT, generator=generator)
+    queue = F.normalize(torch.randn(QUEUE, DIM, generator=generator), dim=1)
+    return images, labels, keys_in, queue, torch.tensor([2, 0, 1, 1])
+
+
+def loss_of(name, model, images, labels, keys_in, queue, queue_labels):
+    """The named loss on this process's share of the batch, references gathered."""
+    embeddings, logits, prototypes = model(images)
+    if name == "supcon":
+        return SupConLoss(temperature=0.1)(embeddings, labels)
+    if name == "bcl":
+        return BalancedContrastiveLoss(CLASSES, temperature=0.1)(embeddings, labels, prototypes)
+    # PaCo: the first view's queries, keys from a fixed encoder, a queue
+    with torch.no_grad():
+        keys = F.normalize(keys_in[:, :DIM], dim=1)
+    queries = embeddings[:, 0]
+    references = torch.cat([gather(queries), gather(keys), queue])
+    reference_labels = torch.cat([gather(labels), gather(labels), queue_labels])
+    counts = [5, 2, 1]
+    return ParametricContrastiveLoss(counts, alpha=0.3, temperature=0.2)(
+        queries, labels, logits[:, 0], references, reference_labels, own_positions(len(queries), queries.device))
+
+
+def worker(rank, world, name, rendezvous, out):
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
+    try:
+        torch.set_num_threads(1)
+        model = nn.parallel.DistributedDataParallel(Model(), find_unused_parameters=True)
+        images, labels, keys_in, queue, queue_labels = data()
+        share = slice(rank * BATCH // world, (rank + 1) * BATCH // world)
+        loss = loss_of(name, model, images[share], labels[share], keys_in[share], queue, queue_labels)
+        loss.backward()
+        reported = loss.detach().clone()
+        dist.all_reduce(reported)
+        torch.save({"loss": reported / world,
+                    "grads": {n: torch.zeros_like(p) if p.grad is None else p.grad
+                              for n, p in model.module.named_parameters()}}, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("name", ["supcon", "bcl", "paco"])
+def test_two_processes_equal_one_on_the_concatenated_batch(name, tmp_path):
+    model = Model()
+    images, labels, keys_in, queue, queue_labels = data()
+    loss = loss_of(name, model, images, labels, keys_in, queue, queue_labels)
+    loss.backward()
+    assert model.encoder.weight.grad.abs().max() > 0
+    mp.spawn(worker, args=(2, name, tmp_path / "rendezvous", tmp_path / "result"), nprocs=2, join=True)
+    for rank in range(2):
+        result = torch.load(tmp_path / f"result.{rank}")
+        torch.testing.assert_close(result["loss"], loss.detach(), rtol=1e-5, atol=1e-6)
+        for parameter_name, parameter in model.named_parameters():
+            expected = parameter.grad if parameter.grad is not None else torch.zeros_like(parameter)
+            torch.testing.assert_close(result["grads"][parameter_name], expected, rtol=1e-4, atol=1e-6,
+                                       msg=lambda m: f"{name}, {parameter_name}: {m}")
+
+
+def test_one_process_is_the_identity_of_the_gathers():
+    x = torch.randn(3, 2, requires_grad=True)
+    assert gather(x) is x
+    assert own_positions(3, x.device).tolist() == [0, 1, 2]
