@@ -20,7 +20,10 @@ train on the classifier view of BCL (AutoAugment and Cutout), or with ``standard
 (random crop and flip) where the row's name says so. The re-balancing family's rows
 (``ROWS``): losses and samplers train the whole budget; second stages (cRT, LWS, MARC, NCM)
 train a few epochs on the cross-entropy row's backbone; post-hoc rows correct its test
-logits. The table says which of the papers' orderings hold at this budget.
+logits. The contrastive family's rows train BCL's budget with their own views; the
+two-stage ones (SupCon's and TSC's pre-training) are followed by a linear classifier on
+the frozen backbone (``*_linear``). The table says which of the papers' orderings hold
+at this budget.
 """
 
 from __future__ import annotations
@@ -95,6 +98,15 @@ ROWS = {
     "square_root": Row(("method.name=ce", "data.sampler=square_root")),
     "progressive": Row(("method.name=ce", "data.sampler=progressive")),
     "cdb_s": Row(("method.name=ce", "method.cdb_tau=1.5", "data.sampler=class_difficulty", "data.val_per_class=25")),
+    "supcon": Row(("method.name=supcon", "model.classifier=linear"), views="auto+cutout, sim, sim"),
+    "supcon_pretrain": Row(("method.name=supcon", "method.alpha=0", "model.classifier=linear"),
+                           views="auto+cutout, sim, sim"),
+    "supcon_linear": Row(("method.name=crt",), after="supcon_pretrain"),
+    "tsc_pretrain": Row(("method.name=tsc", "model.classifier=linear"), views="auto+cutout, sim, sim"),
+    "tsc_linear": Row(("method.name=crt", "data.sampler=class_balanced"), after="tsc_pretrain"),
+    "paco": Row(("method.name=paco", "model.classifier=linear"), views="auto+cutout, sim"),
+    "gpaco": Row(("method.name=gpaco", "model.classifier=linear"), views="auto+cutout, sim"),
+    "rescom": Row(("method.name=rescom", "model.classifier=linear"), views="auto+cutout, auto+cutout"),
     "crt": Row(("method.name=crt", "data.sampler=class_balanced"), after="ce"),
     "lws": Row(("method.name=lws", "model.init_classifier=true", "data.sampler=class_balanced"), after="ce"),
     "marc": Row(("method.name=marc", "model.init_classifier=true"), after="ce"),
@@ -285,6 +297,9 @@ ORDERINGS = (
     ("crt", "ce"),  # Kang et al., ICLR 2020
     ("lws", "ce"),  # Kang et al., ICLR 2020
     ("cdb_w", "ce_held_out"),  # Sinha et al., IJCV 2022, on the same held-out data
+    ("bcl", "supcon"),  # Zhu et al., CVPR 2022
+    ("paco", "supcon"),  # Cui et al., ICCV 2021
+    ("rescom", "supcon"),  # Zhong et al., 2022
 )
 
 

@@ -160,3 +160,12 @@ def test_an_unknown_row_is_named():
     result = subprocess.run([sys.executable, str(SCRIPT), "--data", "digits", "--methods", "cee"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "unknown row 'cee'" in result.stderr
+
+
+def test_the_contrastive_rows_train_their_own_views_and_two_stage_rows_their_linear_classifier(tmp_path):
+    bench(tmp_path, "--methods", "supcon_pretrain,supcon_linear,paco,rescom")
+    rows = {row["method"]: row for row in json.loads((tmp_path / "results/digits_lt10.json").read_text())["rows"]}
+    assert set(rows) == {"supcon_pretrain", "supcon_linear", "paco", "rescom"}
+    assert rows["paco"]["views"] == "auto+cutout, sim" and rows["rescom"]["views"] == "auto+cutout, auto+cutout"
+    assert rows["supcon_linear"]["after"] == "supcon_pretrain"
+    assert all(rows[name]["fraction"] > 0 for name in rows)
