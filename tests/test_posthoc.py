@@ -27,14 +27,18 @@ def test_tau_normalisation_follows_the_definition_and_tau_zero_changes_nothing()
     weight = torch.randn(4, 5, generator=generator, dtype=torch.float64) * torch.tensor([[3.0], [1.0], [0.5], [0.2]])
     bias = torch.randn(4, generator=generator, dtype=torch.float64)
     torch.testing.assert_close(tau_normalized_logits(features, weight, bias, 0.0), features @ weight.T + bias)
-    for tau in (0.5, 1.0, 1.7):
+    for tau in (0.5, 1.0, 1.7):  # the bias normalised with its class's weights: (w_j, b_j) / |(w_j, b_j)|^tau
         expected = torch.empty(6, 4, dtype=torch.float64)
+        plain = torch.empty(6, 4, dtype=torch.float64)
         for j in range(4):
-            norm = math.sqrt(sum(v * v for v in weight[j].tolist()))
+            norm = math.sqrt(sum(v * v for v in weight[j].tolist()) + bias[j].item() ** 2)
+            plain_norm = math.sqrt(sum(v * v for v in weight[j].tolist()))
             for i in range(6):
-                expected[i, j] = sum(f * w for f, w in zip(features[i].tolist(), weight[j].tolist())) / norm**tau
-                expected[i, j] += bias[j]
+                dot = sum(f * w for f, w in zip(features[i].tolist(), weight[j].tolist()))
+                expected[i, j] = (dot + bias[j]) / norm**tau
+                plain[i, j] = dot / plain_norm**tau
         torch.testing.assert_close(tau_normalized_logits(features, weight, bias, tau), expected)
+        torch.testing.assert_close(tau_normalized_logits(features, weight, None, tau), plain)
 
 
 def test_norcal_divides_the_probabilities_by_the_counts_to_the_gamma():

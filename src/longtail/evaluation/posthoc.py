@@ -56,13 +56,17 @@ def tau_normalized_logits(features: Tensor, weight: Tensor, bias: Tensor | None,
       classifier)
 
     ``w_j <- w_j / |w_j|^tau``: the head's weights, grown large on its many images, are
-    brought to the tail's norm (``tau = 1``: unit norms; ``tau = 0``: unchanged). The
-    bias, if any, is kept, so ``tau = 0`` gives the classifier's own logits.
+    brought to the tail's norm (``tau = 1``: unit norms; ``tau = 0``: unchanged). A bias
+    is the weight of a constant feature 1 and is normalised with its class's weights,
+    ``(w_j, b_j) <- (w_j, b_j) / |(w_j, b_j)|^tau``: ``tau = 0`` gives the classifier's own
+    logits, and the bias a long-tailed training gives the head shrinks with its weights
+    (kept as it is, it would hold much of the head's advantage).
     """
     weight = weight.to(features.dtype)
-    scaled = weight / weight.norm(dim=1, keepdim=True).pow(tau)
-    logits = features @ scaled.T
-    return logits if bias is None else logits + bias.to(features.dtype)
+    if bias is not None:
+        weight = torch.cat([weight, bias.to(features.dtype)[:, None]], dim=1)
+        features = torch.cat([features, features.new_ones(len(features), 1)], dim=1)
+    return features @ (weight / weight.norm(dim=1, keepdim=True).pow(tau)).T
 
 
 def balanced_accuracy(logits: Tensor, targets: Tensor) -> float:
