@@ -17,7 +17,8 @@ OptimizerFactory = Callable[[Iterable[nn.Parameter], int], tuple[torch.optim.Opt
 
 
 class ClassifierMethod(L.LightningModule):
-    """A backbone and a classifier; subclasses define ``training_losses``.
+    """A backbone and a classifier; subclasses define ``training_losses`` (by default, the
+    classifier's loss on the first view).
 
     Every method receives its parts built (the run builds them from the config; users of
     the Python API build their own) and adds its own typed arguments; a subclass takes
@@ -106,8 +107,9 @@ class ClassifierMethod(L.LightningModule):
         return {"features": features, "logits": self.inference_logits(self.logits(features))}
 
     def training_losses(self, views: Tensor, targets: Tensor) -> dict[str, Tensor]:
-        """The weighted loss terms of one batch, by name; their sum is minimised."""
-        raise NotImplementedError
+        """The weighted loss terms of one batch, by name; their sum is minimised. By
+        default one term: the classifier's loss on the first view's logits."""
+        return {"classifier": self.classifier_loss(self(views[:, 0]), targets)}
 
     def frozen(self) -> list[nn.Module]:
         """Hook: the parts that are not trained."""

@@ -59,9 +59,6 @@ class LearnableWeightScaling(ClassifierMethod):
     def logits(self, features: Tensor) -> Tensor:
         return self.scales * self.classifier(features)
 
-    def training_losses(self, views: Tensor, targets: Tensor) -> dict[str, Tensor]:
-        return {"classifier": self.classifier_loss(self(views[:, 0]), targets)}
-
 
 class NearestClassMean(ClassifierMethod):
     """Nearest class mean (NCM) on a frozen backbone.
@@ -149,6 +146,3 @@ class MarginCalibration(ClassifierMethod):
 
     def logits(self, features: Tensor) -> Tensor:
         return self.omega * self.classifier(features) + self.beta * self.classifier.weight.detach().norm(dim=1)
-
-    def training_losses(self, views: Tensor, targets: Tensor) -> dict[str, Tensor]:
-        return {"classifier": self.classifier_loss(self(views[:, 0]), targets)}

@@ -98,6 +98,3 @@ class Supervised(ClassifierMethod):
     def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()
         self._reweight()
-
-    def training_losses(self, views: Tensor, targets: Tensor) -> dict[str, Tensor]:
-        return {"classifier": self.classifier_loss(self(views[:, 0]), targets)}
