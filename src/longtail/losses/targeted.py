@@ -13,7 +13,7 @@ from longtail.losses.distributed import gather, own_positions
 
 
 @cache
-def uniform_targets(num_classes: int, dim: int, steps: int = 2000, temperature: float = 0.07,
+def uniform_targets(num_classes: int, dim: int, steps: int = 500, temperature: float = 0.07,
                     seed: int = 0) -> Tensor:
     """``[C, D]`` unit vectors spread as evenly as an optimiser finds: the minimiser of
     ``1/C sum_i log sum_j exp(u_i . u_j / t)`` (Li et al., CVPR 2022, Sec. 3.2), by Adam
