@@ -36,7 +36,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if isinstance(args.posthoc, float):  # --posthoc TAU, the earlier form: la at that tau
         args.posthoc, args.tau = "la", args.posthoc
     evaluation = evaluate(args.path, progress=not args.no_progress, overrides=args.overrides,
-                          features=args.posthoc == "tau_norm")
+                          features=args.posthoc == "tau_norm" or args.knn is not None)
     info, method, outputs = evaluation.info, evaluation.method, evaluation.outputs
     many, few = evaluation.config.eval.many, evaluation.config.eval.few
     results = evaluation.results
@@ -48,7 +48,34 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.posthoc is not None:
         print()
         print(posthoc_table(args, evaluation))
+    if args.knn is not None:
+        print()
+        print(knn_table(args, evaluation))
     return 0
+
+
+def knn_table(args: argparse.Namespace, evaluation) -> str:
+    """The test results of a weighted k-NN on the backbone's features, the un-augmented
+    training set as the neighbours: a probe of the representation that trains nothing."""
+    from longtail.evaluation import summarize
+    from longtail.evaluation.knn import knn_scores
+    from longtail.evaluation.tables import format_results
+    from longtail.run import evaluate
+
+    info, config = evaluation.info, evaluation.config
+    train = evaluate(args.path, progress=False, features=True, split="train", overrides=args.overrides)
+    scores = knn_scores(train.outputs.features, train.outputs.targets, evaluation.outputs.features,
+                        len(info["classes"]), k=args.knn, temperature=KNN_TEMPERATURE)
+    votes = scores / scores.sum(dim=1, keepdim=True).clamp(min=1e-300)
+    results = summarize(votes.clamp(min=1e-12).log(), evaluation.outputs.targets, info["class_counts"],
+                        config.eval.many, config.eval.few, resamples=args.resample)
+    return (f"k-NN on the backbone's features (k {args.knn}, temperature {KNN_TEMPERATURE:g}, the un-augmented "
+            f"training set as neighbours):\n"
+            + format_results(results, info["classes"], info["class_counts"], config.eval.many, config.eval.few))
+
+
+#: The weighted k-NN's temperature (Wu et al., CVPR 2018; the self-supervised protocol).
+KNN_TEMPERATURE = 0.1
 
 
 #: Post-hoc corrections of ``longtail eval --posthoc``: name -> what they are.
@@ -257,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
                               f"{k}: {v}" for k, v in POSTHOC.items()) + " (la when named alone)")
     evaluate.add_argument("--tau", type=float, metavar="TAU",
                           help="the correction's strength; by default chosen on the validation split, else 1")
+    evaluate.add_argument("--knn", nargs="?", type=at_least(1), const=200, metavar="K",
+                          help="also classify by a weighted k-NN on the backbone's features, the training set as "
+                               "neighbours (K 200, temperature 0.1)")
     evaluate.add_argument("--resample", type=at_least(0), default=0, metavar="N",
                           help="test-agnostic accuracy as the mean over N random test subsets, not exact weights")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -1,0 +1,57 @@
+"""The weighted k-NN probe: against its definition, and from the CLI on a trained run."""
+
+import math
+
+import pytest
+import torch
+
+from longtail.cli import main
+from longtail.evaluation.knn import knn_scores
+
+
+def reference(train, labels, queries, num_classes, k, temperature):
+    """Wu et al.'s weighted k-NN, one query at a time: cosine similarities sorted, the k
+    largest voting exp(s / T) for their labels."""
+    out = []
+    for query in queries.tolist():
+        similarity = []
+        for row, label in zip(train.tolist(), labels.tolist()):
+            dot = sum(a * b for a, b in zip(query, row))
+            norms = math.sqrt(sum(a * a for a in query)) * math.sqrt(sum(b * b for b in row))
+            similarity.append((dot / norms, label))
+        similarity.sort(key=lambda pair: -pair[0])
+        votes = [0.0] * num_classes
+        for s, label in similarity[:k]:
+            votes[label] += math.exp(s / temperature)
+        out.append(votes)
+    return torch.tensor(out, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("k, temperature", [(1, 0.1), (5, 0.1), (7, 0.5), (100, 0.07)])
+def test_knn_scores_are_the_weighted_votes_of_the_nearest_neighbours(k, temperature):
+    generator = torch.Generator().manual_seed(k)
+    train = torch.randn(40, 6, generator=generator)
+    labels = torch.randint(0, 4, (40,), generator=generator)
+    queries = torch.randn(9, 6, generator=generator)
+    expected = reference(train, labels, queries, 4, k, temperature)
+    torch.testing.assert_close(knn_scores(train, labels, queries, 4, k, temperature), expected)
+    torch.testing.assert_close(knn_scores(train, labels, queries, 4, k, temperature, chunk=2), expected)
+
+
+def test_one_neighbour_is_the_nearest_ones_label():
+    train = torch.eye(3) * torch.tensor([[2.0], [1.0], [5.0]])  # the scale does not matter: cosine
+    queries = torch.tensor([[0.9, 0.1, 0.0], [0.0, 0.2, 0.8]])
+    assert knn_scores(train, torch.tensor([2, 0, 1]), queries, 3, k=1).argmax(1).tolist() == [2, 1]
+
+
+def test_eval_knn_probes_a_trained_backbone(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "method.name=ce", "optim.epochs=3", "optim.warmup_epochs=0", "data.num_workers=0",
+                 "out_dir=runs", "--no-progress"]) == 0
+    run = next((tmp_path / "runs").iterdir())
+    capsys.readouterr()
+    assert main(["eval", str(run), "--knn", "5", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "k-NN on the backbone's features (k 5, temperature 0.1" in out
+    knn_overall = float(out.split("k-NN on the backbone")[1].split("overall", 1)[1].splitlines()[1].split()[0])
+    assert knn_overall > 30  # well above chance (10) after three epochs
