@@ -55,3 +55,21 @@ def test_eval_knn_probes_a_trained_backbone(tmp_path, capsys, monkeypatch):
     assert "k-NN on the backbone's features (k 5, temperature 0.1" in out
     knn_overall = float(out.split("k-NN on the backbone")[1].split("overall", 1)[1].splitlines()[1].split()[0])
     assert knn_overall > 30  # well above chance (10) after three epochs
+
+
+def test_a_run_probes_its_features_every_few_epochs_into_its_curves_and_report(tmp_path):
+    from longtail.config import load_config
+    from longtail.curves import read_curves
+    from longtail.evaluation.report import curves_plot
+    from longtail.run import train
+
+    config = load_config([], ["method.name=supcon", "method.alpha=0", "data.views=[standard, standard, standard]",
+                              "optim.epochs=3", "optim.warmup_epochs=0", "data.num_workers=0", "eval.knn_every=2",
+                              "eval.knn_k=5", "model.feat_dim=16", "model.hidden_dim=32", f"out_dir={tmp_path}"])
+    run_dir, _ = train(config, progress=False)
+    rows = read_curves(run_dir / "metrics.csv")
+    probed = [row for row in rows if row.get("knn/overall")]
+    assert [int(row["epoch"]) for row in probed] == [1, 2]  # after the second epoch, and the last
+    assert all(10 < float(row["knn/overall"]) <= 100 for row in probed)  # above chance
+    assert {"knn/many", "knn/medium", "knn/few"} <= set(probed[0])
+    assert curves_plot(rows) is not None

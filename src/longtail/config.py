@@ -89,10 +89,14 @@ class TrainerConfig:
 
 @dataclass
 class EvalConfig:
-    """Shot-split thresholds: many-shot above ``many`` training images, few below ``few``."""
+    """Shot-split thresholds: many-shot above ``many`` training images, few below ``few``;
+    ``knn_every``: epochs between two k-NN probes of the backbone's features during
+    training (0: none), with ``knn_k`` neighbours."""
 
     many: int = 100
     few: int = 20
+    knn_every: int = 0
+    knn_k: int = 200
 
 
 @dataclass
@@ -375,6 +379,8 @@ def validate(config: Config, check_paths: bool = True) -> None:
     _check("trainer.checkpoint_every", trainer.checkpoint_every is None or trainer.checkpoint_every >= 1,
            f"must be at least 1 step (empty: every epoch), got {trainer.checkpoint_every}")
     _check("eval.few", 0 <= config.eval.few <= config.eval.many, "must be between 0 and eval.many")
+    _check("eval.knn_every", config.eval.knn_every >= 0, f"must be 0 (no probe) or more epochs, got {config.eval.knn_every}")
+    _check("eval.knn_k", config.eval.knn_k >= 1, f"must be at least 1, got {config.eval.knn_k}")
 
 
 def _valid_devices(devices: str | int) -> bool:

@@ -50,6 +50,7 @@ from longtail.data import DataSplits, LongTailDataModule, read_splits, shot_grou
 from longtail.data.cache import default_cache_dir
 from longtail.errors import ConfigError
 from longtail.evaluation import EvaluationOutputs, Outputs, summarize
+from longtail.evaluation.knn import KNNMonitor
 from longtail.evaluation.posthoc import normalized_calibration, tau_normalized_logits
 from longtail.files import AtomicCheckpointIO, atomic_write_text
 from longtail.hardware import warn_if_slow_precision
@@ -308,6 +309,8 @@ def fit(
             enable_version_counter=False,  # the run directory is the run's own: always last.ckpt
         ),
     ]
+    if config.eval.knn_every:
+        every.append(KNNMonitor(config.eval.knn_every, config.eval.knn_k, many=config.eval.many, few=config.eval.few))
     if built.splits.val is not None:
         every.append(ModelCheckpoint(dirpath=checkpoints, filename="best", monitor="val/overall", mode="max",
                                      enable_version_counter=False))

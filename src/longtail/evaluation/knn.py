@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback
 from torch import Tensor
+
+from longtail.evaluation.metrics import shot_accuracy
 
 
 def knn_scores(train_features: Tensor, train_labels: Tensor, features: Tensor, num_classes: int, k: int = 200,
@@ -34,3 +37,50 @@ def knn_scores(train_features: Tensor, train_labels: Tensor, features: Tensor, n
         votes = torch.zeros(len(top), num_classes, dtype=torch.float64)
         scores.append(votes.scatter_add_(1, labels[index], (top / temperature).exp()))
     return torch.cat(scores) if scores else torch.zeros(0, num_classes, dtype=torch.float64)
+
+
+class KNNMonitor(Callback):
+    """The weighted k-NN accuracy of the backbone's features every ``every`` epochs,
+    logged as ``knn/overall``, ``knn/many``, ``knn/medium``, ``knn/few`` into the run's
+    curves: how a representation grows, for a method whose classifier is not trained yet
+    (contrastive or self-supervised pre-training).
+
+    The neighbours are the un-augmented training set, the queries the test set; the
+    features come from the backbone in eval mode. Each process computes the same numbers
+    (every process evaluates the whole sets).
+
+    Args:
+        every: epochs between two probes (the last epoch is always probed).
+        k, temperature: those of ``knn_scores``.
+        many, few: the shot-split thresholds.
+    """
+
+    def __init__(self, every: int, k: int = 200, temperature: float = 0.1, many: int = 100, few: int = 20) -> None:
+        self.every, self.k, self.temperature, self.many, self.few = every, k, temperature, many, few
+
+    @torch.no_grad()
+    def _features(self, pl_module, datamodule, split: str) -> tuple[Tensor, Tensor]:
+        features, targets = [], []
+        for batch in datamodule.evaluation_dataloader(split):
+            images, labels = datamodule.finish(pl_module.transfer_batch_to_device(batch, pl_module.device, 0))
+            features.append(pl_module.features(images).float().cpu())
+            targets.append(labels.cpu())
+        return torch.cat(features), torch.cat(targets)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        epoch = trainer.current_epoch + 1
+        if epoch % self.every and epoch != trainer.max_epochs:
+            return
+        datamodule, training = trainer.datamodule, pl_module.training
+        pl_module.eval()
+        try:
+            train_features, train_labels = self._features(pl_module, datamodule, "train")
+            test_features, test_labels = self._features(pl_module, datamodule, "test")
+        finally:
+            pl_module.train(training)
+        counts = datamodule.class_counts
+        scores = knn_scores(train_features, train_labels, test_features, len(counts), self.k, self.temperature)
+        accuracy = shot_accuracy(scores.argmax(dim=1), test_labels, counts, self.many, self.few)
+        for group in ("overall", "many", "medium", "few"):
+            if accuracy[group] is not None:
+                pl_module.log(f"knn/{group}", float(accuracy[group]), on_epoch=True, rank_zero_only=True)

@@ -104,7 +104,15 @@ def agnostic_plot(agnostic: dict[str, float]) -> str:
 def curves_plot(rows: list[dict]) -> str | None:
     if not rows:
         return None
-    figure, (losses, rates) = plt.subplots(1, 2, figsize=(10, 3.5))
+    probes = sorted({k for row in rows for k in row if k.startswith("knn/")})
+    figure, (losses, rates, *knn) = plt.subplots(1, 3 if probes else 2, figsize=(15 if probes else 10, 3.5))
+    for key in probes:
+        points = [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]
+        if points:
+            knn[0].plot(*zip(*points), marker="o", label=key.removeprefix("knn/"))
+    if probes:
+        knn[0].set(xlabel="step", ylabel="accuracy (%)", title="k-NN probe of the features")
+        knn[0].legend()
     for key in sorted({k for row in rows for k in row if k.startswith("train/")}):
         points = [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]
         if points:
