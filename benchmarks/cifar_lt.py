@@ -49,7 +49,7 @@ from longtail.evaluation import summarize
 from longtail.files import atomic_write_text
 from longtail.hardware import machine_info, native_bf16
 from longtail.progress import ModelOnlyStep, Throughput, quiet_lightning
-from longtail.run import RUN_DIR_VARIABLE, build_method, environment, evaluate, posthoc_logits, train
+from longtail.run import RUN_DIR_VARIABLE, build_method, environment, evaluate, knn_results, posthoc_logits, train
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -61,13 +61,15 @@ class Row:
     """A row of the table: the overrides of its method (``{drw_epoch}`` is 0.8 of the epochs,
     as Cao et al.'s 160 of 200), the classifier's views, and where it starts: a second stage
     trains ``stage_epochs`` on the backbone of row ``after``'s run; a post-hoc row corrects
-    that run's test logits (``posthoc``), training nothing."""
+    that run's test logits (``posthoc``), training nothing. A pre-training, whose classifier
+    is not trained, is scored by the k-NN probe of its features (``knn``)."""
 
     overrides: tuple[str, ...] = ()
     views: str = "auto+cutout"
     after: str | None = None
     stage_epochs: int = 3
     posthoc: str | None = None
+    knn: bool = False
 
 
 SUPERVISED = ("method.name=supervised",)
@@ -100,9 +102,9 @@ ROWS = {
     "cdb_s": Row(("method.name=ce", "method.cdb_tau=1.5", "data.sampler=class_difficulty", "data.val_per_class=25")),
     "supcon": Row(("method.name=supcon", "model.classifier=linear"), views="auto+cutout, sim, sim"),
     "supcon_pretrain": Row(("method.name=supcon", "method.alpha=0", "model.classifier=linear"),
-                           views="auto+cutout, sim, sim"),
+                           views="auto+cutout, sim, sim", knn=True),
     "supcon_linear": Row(("method.name=crt",), after="supcon_pretrain"),
-    "tsc_pretrain": Row(("method.name=tsc", "model.classifier=linear"), views="auto+cutout, sim, sim"),
+    "tsc_pretrain": Row(("method.name=tsc", "model.classifier=linear"), views="auto+cutout, sim, sim", knn=True),
     "tsc_linear": Row(("method.name=crt", "data.sampler=class_balanced"), after="tsc_pretrain"),
     "paco": Row(("method.name=paco", "model.classifier=linear"), views="auto+cutout, sim"),
     "gpaco": Row(("method.name=gpaco", "model.classifier=linear"), views="auto+cutout, sim"),
@@ -259,6 +261,9 @@ def measure_row(args: argparse.Namespace, name: str, row: str, precision: str, r
         print(f"{row} {precision}: training", file=sys.stderr)
         bound = ModelBound(config)
         metrics = train_row(config, run_dir, bound, args.since, result["commit"])
+        if spec.knn:  # the classifier is untrained: the representation's own score
+            metrics["test"] = knn_results(run_dir, evaluate(run_dir, progress=False, features=True))
+            views += " (k-NN probe)"
         pairs = list(bound.epochs.values())
         throughput = {
             "images_per_s": metrics["images_per_s"] if pairs else None,

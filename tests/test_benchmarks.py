@@ -164,6 +164,8 @@ def test_an_unknown_row_is_named():
 
 def test_the_contrastive_rows_train_their_own_views_and_two_stage_rows_their_linear_classifier(tmp_path):
     bench(tmp_path, "--methods", "supcon_pretrain,supcon_linear,paco,rescom")
+    markdown = (tmp_path / "results/digits_lt10.md").read_text()
+    assert "(k-NN probe) | 32 |" in markdown.split("| supcon_pretrain |")[1].splitlines()[0]
     rows = {row["method"]: row for row in json.loads((tmp_path / "results/digits_lt10.json").read_text())["rows"]}
     assert set(rows) == {"supcon_pretrain", "supcon_linear", "paco", "rescom"}
     assert rows["paco"]["views"] == "auto+cutout, sim" and rows["rescom"]["views"] == "auto+cutout, auto+cutout"

@@ -56,19 +56,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def knn_table(args: argparse.Namespace, evaluation) -> str:
     """The test results of a weighted k-NN on the backbone's features, the un-augmented
-    training set as the neighbours: a probe of the representation that trains nothing."""
-    from longtail.evaluation import summarize
-    from longtail.evaluation.knn import knn_scores
+    training set as neighbours: a probe of the representation that trains nothing."""
     from longtail.evaluation.tables import format_results
-    from longtail.run import evaluate
+    from longtail.run import knn_results
 
     info, config = evaluation.info, evaluation.config
-    train = evaluate(args.path, progress=False, features=True, split="train", overrides=args.overrides)
-    scores = knn_scores(train.outputs.features, train.outputs.targets, evaluation.outputs.features,
-                        len(info["classes"]), k=args.knn, temperature=KNN_TEMPERATURE)
-    votes = scores / scores.sum(dim=1, keepdim=True).clamp(min=1e-300)
-    results = summarize(votes.clamp(min=1e-12).log(), evaluation.outputs.targets, info["class_counts"],
-                        config.eval.many, config.eval.few, resamples=args.resample)
+    results = knn_results(args.path, evaluation, args.knn, KNN_TEMPERATURE, args.overrides)
     return (f"k-NN on the backbone's features (k {args.knn}, temperature {KNN_TEMPERATURE:g}, the un-augmented "
             f"training set as neighbours):\n"
             + format_results(results, info["classes"], info["class_counts"], config.eval.many, config.eval.few))

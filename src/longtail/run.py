@@ -50,7 +50,7 @@ from longtail.data import DataSplits, LongTailDataModule, read_splits, shot_grou
 from longtail.data.cache import default_cache_dir
 from longtail.errors import ConfigError
 from longtail.evaluation import EvaluationOutputs, Outputs, summarize
-from longtail.evaluation.knn import KNNMonitor
+from longtail.evaluation.knn import KNNMonitor, knn_scores
 from longtail.evaluation.posthoc import normalized_calibration, tau_normalized_logits
 from longtail.files import AtomicCheckpointIO, atomic_write_text
 from longtail.hardware import warn_if_slow_precision
@@ -521,6 +521,20 @@ def evaluate(path: str | Path, progress: bool = True, features: bool = False, sp
     outputs = collector.test
     results = summarize(outputs.logits, outputs.targets, info["class_counts"], config.eval.many, config.eval.few)
     return Evaluation(info, config, method, outputs, results, splits.val is not None)
+
+
+def knn_results(path: str | Path, evaluation: Evaluation, k: int = 200, temperature: float = 0.1,
+                overrides: Sequence[str] = ()) -> dict:
+    """The summary of a weighted k-NN on the features of ``evaluation`` (the test split of
+    the checkpoint at ``path``, evaluated with its features), the checkpoint's un-augmented
+    training set as the neighbours (``longtail.evaluation.knn.knn_scores``)."""
+    info, config = evaluation.info, evaluation.config
+    train = evaluate(path, progress=False, features=True, split="train", overrides=overrides)
+    scores = knn_scores(train.outputs.features, train.outputs.targets, evaluation.outputs.features,
+                        len(info["classes"]), k=k, temperature=temperature)
+    votes = scores / scores.sum(dim=1, keepdim=True).clamp(min=1e-300)  # as probabilities, for calibration
+    return summarize(votes.clamp(min=1e-12).log(), evaluation.outputs.targets, info["class_counts"],
+                     config.eval.many, config.eval.few)
 
 
 def posthoc_logits(name: str, evaluation: Evaluation, tau: float) -> torch.Tensor:
