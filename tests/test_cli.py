@@ -151,3 +151,16 @@ def test_an_error_in_a_loader_process_is_told_in_its_own_words():
     assert "\n" in str(error.value)  # PyTorch's wrapping: a header, then the worker's traceback
     assert one_line(error.value) == "photos/cat.jpg: cannot read image (image file is truncated)"
     assert one_line(ValueError("data.root: no such file\nmore")) == "data.root: no such file"
+
+
+def test_two_process_gloo_contrastive_pretraining_leaves_its_untrained_classifier_out_of_ddp(tmp_path):
+    """At alpha 0 no loss reaches SupCon's classifier: DDP, which needs every trained
+    parameter used, runs because the classifier is frozen; and a validation split does not
+    choose the checkpoint by the untrained classifier's accuracy."""
+    result = longtail("train", *SHORT, "trainer.devices=2", "trainer.accelerator=cpu", "method.name=supcon",
+                      "method.alpha=0", "data.views=[standard, standard, standard]", "data.val_per_class=5",
+                      "model.feat_dim=16", "model.hidden_dim=32", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert not (run_dir / "checkpoints" / "best.ckpt").exists()

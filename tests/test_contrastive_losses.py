@@ -758,3 +758,12 @@ def test_class_balanced_queue_keeps_each_class_most_recent_keys():
     assert all(len(h) >= K for h in history.values())
     _, held_labels = queue()
     assert torch.bincount(held_labels, minlength=C).tolist() == [K] * C
+
+
+def test_a_decoupled_anchor_whose_references_are_all_positives_is_left_out():
+    """One class only: decoupled, no anchor has a negative, so no denominator: the loss is
+    0 with a warning, not -inf."""
+    features = _unit((4, 2, 5), 3)
+    with pytest.warns(UserWarning, match="no anchor"):
+        loss = SupConLoss(decoupled=True)(features, torch.zeros(4, dtype=torch.long))
+    assert loss.item() == 0.0

@@ -57,18 +57,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def knn_table(args: argparse.Namespace, evaluation) -> str:
     """The test results of a weighted k-NN on the backbone's features, the un-augmented
     training set as neighbours: a probe of the representation that trains nothing."""
+    from longtail.evaluation.knn import KNN_TEMPERATURE
     from longtail.evaluation.tables import format_results
     from longtail.run import knn_results
 
     info, config = evaluation.info, evaluation.config
-    results = knn_results(args.path, evaluation, args.knn, KNN_TEMPERATURE, args.overrides)
+    results = knn_results(args.path, evaluation, args.knn, overrides=args.overrides, resamples=args.resample)
     return (f"k-NN on the backbone's features (k {args.knn}, temperature {KNN_TEMPERATURE:g}, the un-augmented "
             f"training set as neighbours):\n"
             + format_results(results, info["classes"], info["class_counts"], config.eval.many, config.eval.few))
-
-
-#: The weighted k-NN's temperature (Wu et al., CVPR 2018; the self-supervised protocol).
-KNN_TEMPERATURE = 0.1
 
 
 #: Post-hoc corrections of ``longtail eval --posthoc``: name -> what they are.

@@ -50,7 +50,7 @@ from longtail.data import DataSplits, LongTailDataModule, read_splits, shot_grou
 from longtail.data.cache import default_cache_dir
 from longtail.errors import ConfigError
 from longtail.evaluation import EvaluationOutputs, Outputs, summarize
-from longtail.evaluation.knn import KNNMonitor, knn_scores
+from longtail.evaluation.knn import KNN_K, KNN_TEMPERATURE, KNNMonitor, knn_scores
 from longtail.evaluation.posthoc import normalized_calibration, tau_normalized_logits
 from longtail.files import AtomicCheckpointIO, atomic_write_text
 from longtail.hardware import warn_if_slow_precision
@@ -311,7 +311,7 @@ def fit(
     ]
     if config.eval.knn_every:
         every.append(KNNMonitor(config.eval.knn_every, config.eval.knn_k, many=config.eval.many, few=config.eval.few))
-    if built.splits.val is not None:
+    if built.splits.val is not None and built.method.trains_classifier:
         every.append(ModelCheckpoint(dirpath=checkpoints, filename="best", monitor="val/overall", mode="max",
                                      enable_version_counter=False))
     trainer = _trainer(
@@ -523,8 +523,8 @@ def evaluate(path: str | Path, progress: bool = True, features: bool = False, sp
     return Evaluation(info, config, method, outputs, results, splits.val is not None)
 
 
-def knn_results(path: str | Path, evaluation: Evaluation, k: int = 200, temperature: float = 0.1,
-                overrides: Sequence[str] = ()) -> dict:
+def knn_results(path: str | Path, evaluation: Evaluation, k: int = KNN_K, temperature: float = KNN_TEMPERATURE,
+                overrides: Sequence[str] = (), resamples: int = 0) -> dict:
     """The summary of a weighted k-NN on the features of ``evaluation`` (the test split of
     the checkpoint at ``path``, evaluated with its features), the checkpoint's un-augmented
     training set as the neighbours (``longtail.evaluation.knn.knn_scores``)."""
@@ -534,7 +534,7 @@ def knn_results(path: str | Path, evaluation: Evaluation, k: int = 200, temperat
                         len(info["classes"]), k=k, temperature=temperature)
     votes = scores / scores.sum(dim=1, keepdim=True).clamp(min=1e-300)  # as probabilities, for calibration
     return summarize(votes.clamp(min=1e-12).log(), evaluation.outputs.targets, info["class_counts"],
-                     config.eval.many, config.eval.few)
+                     config.eval.many, config.eval.few, resamples=resamples)
 
 
 def posthoc_logits(name: str, evaluation: Evaluation, tau: float) -> torch.Tensor:

@@ -175,14 +175,18 @@ class BatchAutoAugment(nn.Module):
         self.probability = torch.tensor([[step[1] for step in row] for row in table])
         self.magnitude_bin = torch.tensor([[step[2] for step in row] for row in table])
         self.signed = torch.tensor([self.reference._AUGMENTATION_SPACE[name][1] for name in self.names])
+        self.geometric = torch.tensor([name in GEOMETRIC for name in self.names])
+        self._magnitudes: dict[tuple[int, int], Tensor] = {}
 
     def magnitudes(self, height: int, width: int) -> Tensor:
         """``[operations, 10]``: torchvision's ten magnitude bins of each operation."""
-        rows = []
-        for name in self.names:
-            bins = self.reference._AUGMENTATION_SPACE[name][0](10, height, width)
-            rows.append(torch.zeros(10) if bins is None else bins.float())
-        return torch.stack(rows)
+        if (height, width) not in self._magnitudes:
+            rows = []
+            for name in self.names:
+                bins = self.reference._AUGMENTATION_SPACE[name][0](10, height, width)
+                rows.append(torch.zeros(10) if bins is None else bins.float())
+            self._magnitudes[height, width] = torch.stack(rows)
+        return self._magnitudes[height, width]
 
     def forward(self, images: Tensor) -> Tensor:
         batch, _, height, width = images.shape
@@ -191,8 +195,7 @@ class BatchAutoAugment(nn.Module):
         operation = self.operation[chosen]
         magnitude = self.magnitudes(height, width)[operation, self.magnitude_bin[chosen]]
         magnitude = torch.where(self.signed[operation] & (torch.rand(batch, 2) <= 0.5), -magnitude, magnitude)
-        out = images.clone()
-        geometric = torch.tensor([name in GEOMETRIC for name in self.names])
+        out, geometric = images.clone(), self.geometric
         for step in range(2):
             drew, kind = applies[:, step], operation[:, step]
             moves = drew & geometric[kind]

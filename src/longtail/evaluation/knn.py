@@ -11,8 +11,12 @@ from torch import Tensor
 from longtail.evaluation.metrics import shot_accuracy
 
 
-def knn_scores(train_features: Tensor, train_labels: Tensor, features: Tensor, num_classes: int, k: int = 200,
-               temperature: float = 0.1, chunk: int = 1024) -> Tensor:
+#: The weighted k-NN's neighbours and temperature: the self-supervised literature's protocol.
+KNN_K, KNN_TEMPERATURE = 200, 0.1
+
+
+def knn_scores(train_features: Tensor, train_labels: Tensor, features: Tensor, num_classes: int, k: int = KNN_K,
+               temperature: float = KNN_TEMPERATURE, chunk: int = 256) -> Tensor:
     """Weighted k-NN class scores ``[M, C]`` of ``features`` ``[M, D]`` among the labelled
     ``train_features`` ``[N, D]``.
 
@@ -28,15 +32,15 @@ def knn_scores(train_features: Tensor, train_labels: Tensor, features: Tensor, n
     if k < 1 or not temperature > 0:
         raise ValueError(f"k must be at least 1 and temperature positive, got {k} and {temperature}")
     train = F.normalize(train_features.double(), dim=1)
-    labels = torch.as_tensor(train_labels).long()
+    labels = torch.as_tensor(train_labels, device=train.device).long()
     k = min(k, len(train))
     scores = []
     for start in range(0, len(features), chunk):
         similarity = F.normalize(features[start:start + chunk].double(), dim=1) @ train.T
         top, index = similarity.topk(k, dim=1)
-        votes = torch.zeros(len(top), num_classes, dtype=torch.float64)
+        votes = torch.zeros(len(top), num_classes, dtype=torch.float64, device=train.device)
         scores.append(votes.scatter_add_(1, labels[index], (top / temperature).exp()))
-    return torch.cat(scores) if scores else torch.zeros(0, num_classes, dtype=torch.float64)
+    return torch.cat(scores) if scores else torch.zeros(0, num_classes, dtype=torch.float64, device=train.device)
 
 
 class KNNMonitor(Callback):
@@ -55,7 +59,8 @@ class KNNMonitor(Callback):
         many, few: the shot-split thresholds.
     """
 
-    def __init__(self, every: int, k: int = 200, temperature: float = 0.1, many: int = 100, few: int = 20) -> None:
+    def __init__(self, every: int, k: int = KNN_K, temperature: float = KNN_TEMPERATURE, many: int = 100,
+                 few: int = 20) -> None:
         self.every, self.k, self.temperature, self.many, self.few = every, k, temperature, many, few
 
     @torch.no_grad()
@@ -63,8 +68,8 @@ class KNNMonitor(Callback):
         features, targets = [], []
         for batch in datamodule.evaluation_dataloader(split):
             images, labels = datamodule.finish(pl_module.transfer_batch_to_device(batch, pl_module.device, 0))
-            features.append(pl_module.features(images).float().cpu())
-            targets.append(labels.cpu())
+            features.append(pl_module.features(images).float())
+            targets.append(labels)
         return torch.cat(features), torch.cat(targets)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
@@ -80,7 +85,7 @@ class KNNMonitor(Callback):
             pl_module.train(training)
         counts = datamodule.class_counts
         scores = knn_scores(train_features, train_labels, test_features, len(counts), self.k, self.temperature)
-        accuracy = shot_accuracy(scores.argmax(dim=1), test_labels, counts, self.many, self.few)
+        accuracy = shot_accuracy(scores.argmax(dim=1).cpu(), test_labels, counts, self.many, self.few)
         for group in ("overall", "many", "medium", "few"):
             if accuracy[group] is not None:
                 pl_module.log(f"knn/{group}", float(accuracy[group]), on_epoch=True, rank_zero_only=True)

@@ -132,9 +132,11 @@ def contrastive_loss(
         extra_denominator = extra_logits.masked_fill(extra_positives, float("-inf")) if decoupled else extra_logits
         denominator_logits = torch.cat([denominator_logits, extra_denominator], dim=1)
         weights = torch.cat([weights, extra_positives.to(dtype)], dim=1)
-    log_prob = logits - torch.logsumexp(denominator_logits, dim=1, keepdim=True)
+    normaliser = torch.logsumexp(denominator_logits, dim=1, keepdim=True)
+    log_prob = logits - normaliser
     total_weight = weights.sum(dim=1)
-    has_positive = total_weight > 0
+    # decoupled, an anchor whose references are all positives has an empty denominator
+    has_positive = (total_weight > 0) & torch.isfinite(normaliser.squeeze(1))
     if not has_positive.any():
         warnings.warn("no anchor of the batch has a positive: its contrastive loss is 0", stacklevel=2)
     # a masked sum, not a product: an anchor's non-positives contribute 0, whatever their log-probability

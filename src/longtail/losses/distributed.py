@@ -23,19 +23,31 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
+class _Gather(torch.autograd.Function):
+    """All-gather whose backward hands each process the summed gradient of its own part."""
+
+    @staticmethod
+    def forward(ctx, tensor: Tensor) -> Tensor:
+        rank, size = world()
+        ctx.rank, ctx.count = rank, len(tensor)
+        parts = [torch.empty_like(tensor) for _ in range(size)]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, gradient: Tensor) -> Tensor:
+        gradient = gradient.contiguous()
+        dist.all_reduce(gradient)  # every process's loss reaches this process's samples
+        return gradient[ctx.rank * ctx.count:(ctx.rank + 1) * ctx.count]
+
+
 def gather(tensor: Tensor) -> Tensor:
     """Every process's ``tensor`` ``[n, ...]`` concatenated in rank order, ``[W * n, ...]``;
     the gradient of each part flows back to its own process. All processes must pass the
     same ``n``."""
     if world()[1] == 1:
         return tensor
-    if not tensor.requires_grad:
-        parts = [torch.empty_like(tensor) for _ in range(world()[1])]
-        dist.all_gather(parts, tensor.contiguous())
-        return torch.cat(parts)
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(tensor.contiguous()))
+    return _Gather.apply(tensor)
 
 
 def own_positions(count: int, device: torch.device) -> Tensor:

@@ -105,9 +105,9 @@ class TargetedSupConLoss(nn.Module):
         every process's, in a distributed run) and match classes to targets again."""
         from scipy.optimize import linear_sum_assignment
 
-        present = labels.unique()
-        embeddings = embeddings.to(self.centroids.dtype)
-        means = torch.stack([F.normalize(embeddings[labels == c].mean(0), dim=0) for c in present])
+        sums = torch.zeros_like(self.centroids).index_add_(0, labels, embeddings.to(self.centroids.dtype))
+        present = torch.bincount(labels, minlength=len(sums)) > 0
+        means = F.normalize(sums[present], dim=1)  # the normalised mean: the sum's direction
         seen = self.centroids[present].norm(dim=1, keepdim=True) > 0
         moved = torch.where(seen, self.centroid_momentum * self.centroids[present]
                             + (1 - self.centroid_momentum) * means, means)

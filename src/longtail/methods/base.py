@@ -111,6 +111,12 @@ class ClassifierMethod(L.LightningModule):
         default one term: the classifier's loss on the first view's logits."""
         return {"classifier": self.classifier_loss(self(views[:, 0]), targets)}
 
+    @property
+    def trains_classifier(self) -> bool:
+        """Whether training reaches the classifier: not for a pre-training, whose logits
+        then mean nothing (its checkpoint is not chosen by them)."""
+        return True
+
     def frozen(self) -> list[nn.Module]:
         """Hook: the parts that are not trained."""
         return []
@@ -153,9 +159,14 @@ class ClassifierMethod(L.LightningModule):
         self.skipped_steps = checkpoint.get("skipped_steps", 0)
 
     def _check_finite(self, terms: dict[str, Tensor]) -> bool:
-        """True when every term is finite; False for a step to skip; raises past the limit."""
+        """True when every term is finite on every process; False for a step to skip
+        (everywhere: the processes' collectives must stay in step); raises past the limit."""
         bad = {name: value.item() for name, value in terms.items() if not torch.isfinite(value)}
-        if not bad:
+        if self._trainer is not None and self.trainer.world_size > 1:
+            if self.trainer.strategy.reduce_boolean_decision(not bad, all=True):
+                return True
+            bad = bad or {"on another process": float("nan")}
+        elif not bad:
             return True
         if self.skipped_steps < self.max_skipped_steps:
             self.skipped_steps += 1

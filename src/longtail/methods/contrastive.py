@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from longtail.losses import SupConLoss
 from longtail.losses.distributed import gather
@@ -45,6 +45,14 @@ class SupCon(ClassifierMethod):
         self.alpha, self.beta = alpha, beta
         self.projection = ProjectionMLP(self.backbone.num_features, hidden_dim, feat_dim)
         self.contrastive_loss = SupConLoss(temperature, decoupled)  # a subclass may set its own
+
+    @property
+    def trains_classifier(self) -> bool:
+        return self.alpha > 0
+
+    def frozen(self) -> list[nn.Module]:
+        # at alpha 0 no loss reaches the classifier: frozen, as a DDP run needs every trained parameter used
+        return [] if self.trains_classifier else [self.classifier]
 
     def contrastive_term(self, embeddings: Tensor, targets: Tensor) -> Tensor:
         """The contrastive loss of the L2-normalised embeddings ``[B, V-1, D]`` of the
