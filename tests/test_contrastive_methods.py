@@ -106,3 +106,39 @@ def test_paco_stopped_mid_epoch_and_resumed_ends_bit_identical(tmp_path):
     b = torch.load(stopped / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert a.keys() == b.keys() and any(k.startswith("queue.") for k in a)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_no_queue_or_momentum_update_follows_a_step_the_gradient_scaler_skipped():
+    """float16's scaler skips a step whose gradients overflowed and halves its scale;
+    after_step, which moves the queue and the key encoder, must not run then."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch import LightningModule
+
+    from longtail.methods.base import ClassifierMethod
+
+    class Scaler:
+        def __init__(self):
+            self.scale = 1024.0
+
+        def get_scale(self):
+            return self.scale
+
+    calls = []
+
+    class Probe(ClassifierMethod):
+        def after_step(self):
+            calls.append("after_step")
+
+    method = Probe(backbone=torch.nn.Identity(), classifier=torch.nn.Identity(), loss=torch.nn.Identity())
+    scaler = Scaler()
+    method._trainer = SimpleNamespace(precision_plugin=SimpleNamespace(scaler=scaler))
+    method._step_applied = True
+    skipped = lambda *args, **kwargs: setattr(scaler, "scale", scaler.scale / 2)  # noqa: E731
+    applied = lambda *args, **kwargs: None  # noqa: E731
+    for step, expected in ((skipped, []), (applied, ["after_step"])):
+        calls.clear()
+        with pytest.MonkeyPatch.context() as patch:  # Lightning's step: skipped, or applied
+            patch.setattr(LightningModule, "optimizer_step", step)
+            method.optimizer_step()
+        assert calls == expected

@@ -35,7 +35,8 @@ class ClassifierMethod(L.LightningModule):
       mode (batch-norm statistics fixed), so a decoupled classifier or a linear probe is a
       few lines; ``trainable_parameters()`` is what the optimiser gets.
     - ``after_step()``: runs after every optimiser step that was applied, never after a
-      step skipped for a non-finite loss: momentum encoders and queues update here.
+      step skipped for a non-finite loss or by float16's gradient scaler: momentum
+      encoders and queues update here.
     - ``validated(per_class_accuracy)``: after every validation pass, with each class's
       accuracy on the validation split (class-difficulty weights update here).
 
@@ -194,8 +195,12 @@ class ClassifierMethod(L.LightningModule):
     def optimizer_step(self, *args, **kwargs) -> None:
         # here rather than in on_train_batch_end, which runs after the checkpoint callbacks:
         # a checkpoint must hold the momentum update and the queue of the step it follows
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None) if self._trainer is not None else None
+        scale = scaler.get_scale() if scaler is not None else None
         super().optimizer_step(*args, **kwargs)
-        if self._step_applied:
+        # float16's gradient scaler skips a step whose gradients overflowed, and lowers its scale
+        skipped_by_scaler = scaler is not None and scaler.get_scale() < scale
+        if self._step_applied and not skipped_by_scaler:
             self.after_step()
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
