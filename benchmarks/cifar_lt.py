@@ -101,10 +101,10 @@ ROWS = {
     "progressive": Row(("method.name=ce", "data.sampler=progressive")),
     "cdb_s": Row(("method.name=ce", "method.cdb_tau=1.5", "data.sampler=class_difficulty", "data.val_per_class=25")),
     "supcon": Row(("method.name=supcon", "model.classifier=linear"), views="auto+cutout, sim, sim"),
-    "supcon_pretrain": Row(("method.name=supcon", "method.alpha=0", "model.classifier=linear"),
-                           views="auto+cutout, sim, sim", knn=True),
+    "supcon_pretrain": Row(("method.name=supcon", "method.alpha=0", "model.classifier=linear"), views="sim, sim",
+                           knn=True),
     "supcon_linear": Row(("method.name=crt",), after="supcon_pretrain"),
-    "tsc_pretrain": Row(("method.name=tsc", "model.classifier=linear"), views="auto+cutout, sim, sim", knn=True),
+    "tsc_pretrain": Row(("method.name=tsc", "model.classifier=linear"), views="sim, sim", knn=True),
     "tsc_linear": Row(("method.name=crt", "data.sampler=class_balanced"), after="tsc_pretrain"),
     "paco": Row(("method.name=paco", "model.classifier=linear"), views="auto+cutout, sim"),
     "gpaco": Row(("method.name=gpaco", "model.classifier=linear"), views="auto+cutout, sim"),
@@ -257,7 +257,7 @@ def measure_row(args: argparse.Namespace, name: str, row: str, precision: str, r
     else:
         config = recipe(args.data, row, args.epochs, args.batch_size, args.imbalance_factor, args.seed,
                         precision, args.runs, first_stage)
-        views = ", ".join(config.data.views[: method_class(config.method["name"]).num_views])
+        views = ", ".join(config.data.views[: method_class(config.method["name"]).views_needed(config.method)])
         print(f"{row} {precision}: training", file=sys.stderr)
         bound = ModelBound(config)
         metrics = train_row(config, run_dir, bound, args.since, result["commit"])

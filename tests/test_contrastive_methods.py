@@ -142,3 +142,16 @@ def test_no_queue_or_momentum_update_follows_a_step_the_gradient_scaler_skipped(
             patch.setattr(LightningModule, "optimizer_step", step)
             method.optimizer_step()
         assert calls == expected
+
+
+def test_a_pretraining_takes_two_contrastive_views_and_no_classifier_view():
+    config = load_config([], [*SHORT, "method.name=supcon", "method.alpha=0", TWO_VIEWS])
+    from longtail.run import build_method
+
+    method = build_method(config, [50] * 10)
+    assert method.num_views == 2 and not method.trains_classifier
+    assert method.training_losses(torch.randn(4, 2, 3, 8, 8), torch.tensor([0, 1, 0, 1])).keys() == {"contrastive"}
+    with pytest.raises(ConfigError, match="needs 2 views"):
+        load_config([], [*SHORT, "method.name=supcon", "method.alpha=0", "data.views=[standard]"])
+    with pytest.raises(ConfigError, match="needs 3 views"):
+        load_config([], [*SHORT, "method.name=supcon", TWO_VIEWS])

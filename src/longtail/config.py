@@ -336,7 +336,7 @@ def validate(config: Config, check_paths: bool = True) -> None:
         except ValueError as error:
             raise ConfigError(f"data.views[{i}]: {error}") from None
     method = method_class(config.method["name"])
-    needed = method.num_views
+    needed = method.views_needed(config.method)
     _check(
         "data.views",
         len(data.views) >= needed,

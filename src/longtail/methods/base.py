@@ -118,6 +118,11 @@ class ClassifierMethod(L.LightningModule):
         then mean nothing (its checkpoint is not chosen by them)."""
         return True
 
+    @classmethod
+    def views_needed(cls, arguments: dict) -> int:
+        """The views the method trains on with its config section's ``arguments``."""
+        return cls.num_views
+
     def frozen(self) -> list[nn.Module]:
         """Hook: the parts that are not trained."""
         return []

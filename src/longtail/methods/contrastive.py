@@ -20,9 +20,10 @@ class SupCon(ClassifierMethod):
 
     The first view trains the classifier with the method's loss; the others are projected
     by an MLP, L2-normalised and trained with ``SupConLoss``. The objective is
-    ``alpha * L_classifier + beta * L_contrastive``. With ``alpha = 0`` the first view is
-    not computed: the paper's pre-training, whose backbone a linear classifier then learns
-    on (``method.name=crt model.init_from=RUN_DIR``).
+    ``alpha * L_classifier + beta * L_contrastive``. With ``alpha = 0`` there is no
+    classifier view (two views, both contrastive) and the classifier is frozen: the
+    paper's pre-training, whose backbone a linear classifier then learns on
+    (``method.name=crt model.init_from=RUN_DIR``).
 
     Args:
         alpha, beta: the weights of the classifier and contrastive terms.
@@ -43,8 +44,14 @@ class SupCon(ClassifierMethod):
             if value < 0:
                 raise ValueError(f"{name} must be non-negative, got {value}")
         self.alpha, self.beta = alpha, beta
+        self.num_views = self.views_needed({"alpha": alpha})
         self.projection = ProjectionMLP(self.backbone.num_features, hidden_dim, feat_dim)
         self.contrastive_loss = SupConLoss(temperature, decoupled)  # a subclass may set its own
+
+    @classmethod
+    def views_needed(cls, arguments: dict) -> int:
+        """A classifier view and two contrastive ones; at ``alpha = 0`` the two alone."""
+        return 3 if arguments.get("alpha", 1.0) > 0 else 2
 
     @property
     def trains_classifier(self) -> bool:
@@ -61,17 +68,16 @@ class SupCon(ClassifierMethod):
 
     def training_losses(self, views: Tensor, targets: Tensor) -> dict[str, Tensor]:
         batch, num_views = views.shape[:2]
-        if num_views < 2:
-            raise ValueError(f"{type(self).__name__} needs at least 2 views (1 classifier, 1 contrastive), "
-                             f"got {num_views}")
-        classify = self.alpha > 0
-        features = self.features(views[:, 0 if classify else 1:].transpose(0, 1).flatten(0, 1))
+        classify = self.trains_classifier
+        if num_views < 1 + classify:
+            raise ValueError(f"{type(self).__name__} needs {1 + classify} views or more, got {num_views}")
+        features = self.features(views.transpose(0, 1).flatten(0, 1))
         terms = {}
         if classify:
             terms["classifier"] = self.alpha * self.classifier_loss(self.classifier(features[:batch]), targets)
             features = features[batch:]
         embeddings = F.normalize(self.projection(features), dim=1)
-        embeddings = embeddings.unflatten(0, (num_views - 1, batch)).transpose(0, 1)
+        embeddings = embeddings.unflatten(0, (num_views - classify, batch)).transpose(0, 1)
         terms["contrastive"] = self.beta * self.contrastive_term(embeddings, targets)
         return terms
 
