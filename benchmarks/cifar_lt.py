@@ -49,7 +49,7 @@ from longtail.evaluation import summarize
 from longtail.files import atomic_write_text
 from longtail.hardware import machine_info, native_bf16
 from longtail.progress import ModelOnlyStep, Throughput, quiet_lightning
-from longtail.run import RUN_DIR_VARIABLE, build_method, environment, evaluate, knn_results, posthoc_logits, train
+from longtail.run import RUN_DIR_VARIABLE, build_method, environment, evaluate, posthoc_logits, train
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -62,14 +62,13 @@ class Row:
     as Cao et al.'s 160 of 200), the classifier's views, and where it starts: a second stage
     trains ``stage_epochs`` on the backbone of row ``after``'s run; a post-hoc row corrects
     that run's test logits (``posthoc``), training nothing. A pre-training, whose classifier
-    is not trained, is scored by the k-NN probe of its features (``knn``)."""
+    is not trained, is scored as its run is: by the k-NN probe of its features."""
 
     overrides: tuple[str, ...] = ()
     views: str = "auto+cutout"
     after: str | None = None
     stage_epochs: int = 3
     posthoc: str | None = None
-    knn: bool = False
 
 
 SUPERVISED = ("method.name=supervised",)
@@ -101,10 +100,9 @@ ROWS = {
     "progressive": Row(("method.name=ce", "data.sampler=progressive")),
     "cdb_s": Row(("method.name=ce", "method.cdb_tau=1.5", "data.sampler=class_difficulty", "data.val_per_class=25")),
     "supcon": Row(("method.name=supcon", "model.classifier=linear"), views="auto+cutout, sim, sim"),
-    "supcon_pretrain": Row(("method.name=supcon", "method.alpha=0", "model.classifier=linear"), views="sim, sim",
-                           knn=True),
+    "supcon_pretrain": Row(("method.name=supcon", "method.alpha=0", "model.classifier=linear"), views="sim, sim"),
     "supcon_linear": Row(("method.name=crt",), after="supcon_pretrain"),
-    "tsc_pretrain": Row(("method.name=tsc", "model.classifier=linear"), views="sim, sim", knn=True),
+    "tsc_pretrain": Row(("method.name=tsc", "model.classifier=linear"), views="sim, sim"),
     "tsc_linear": Row(("method.name=crt", "data.sampler=class_balanced"), after="tsc_pretrain"),
     "paco": Row(("method.name=paco", "model.classifier=linear"), views="auto+cutout, sim"),
     "gpaco": Row(("method.name=gpaco", "model.classifier=linear"), views="auto+cutout, sim"),
@@ -261,8 +259,7 @@ def measure_row(args: argparse.Namespace, name: str, row: str, precision: str, r
         print(f"{row} {precision}: training", file=sys.stderr)
         bound = ModelBound(config)
         metrics = train_row(config, run_dir, bound, args.since, result["commit"])
-        if spec.knn:  # the classifier is untrained: the representation's own score
-            metrics["test"] = knn_results(run_dir, evaluate(run_dir, progress=False, features=True))
+        if metrics.get("probe"):  # a pre-training, its classifier untrained
             views += " (k-NN probe)"
         pairs = list(bound.epochs.values())
         throughput = {

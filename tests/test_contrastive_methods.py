@@ -65,8 +65,10 @@ def test_tsc_assigns_every_class_its_own_target(tmp_path):
 
 def test_supcon_pretraining_leaves_the_classifier_to_a_second_stage(tmp_path):
     watch = Watch()
-    first, _ = run(tmp_path / "first", "method.name=supcon", "method.alpha=0", THREE_VIEWS, "optim.epochs=8",
-                   callbacks=[watch])
+    first, pretrained = run(tmp_path / "first", "method.name=supcon", "method.alpha=0", THREE_VIEWS, "optim.epochs=8",
+                            callbacks=[watch])
+    assert pretrained["probe"].startswith("k-NN")  # tested by its representation, not its untrained classifier
+    assert pretrained["test"]["overall"] > 25
     assert torch.equal(watch.start["classifier.weight"], watch.end["classifier.weight"])  # no gradient reached it
     assert not torch.equal(watch.start["projection.0.weight"], watch.end["projection.0.weight"])
     _, metrics = run(tmp_path / "second", "method.name=crt", f"model.init_from={first}", "data.views=[standard]",

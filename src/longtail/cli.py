@@ -22,6 +22,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     print(f"\n{metrics['method']} on {metrics['dataset']}: {metrics['epochs']} epochs, "
           f"{metrics['wall_s']:.0f} s, {metrics['images_per_s']:.0f} images/s\n")
+    if metrics.get("probe"):
+        print(f"the method trains no classifier: tested by the {metrics['probe']}")
     print(format_results(metrics["test"], metrics["classes"], metrics["train_counts"],
                          metrics["many"], metrics["few"]))
     print(f"\nrun directory: {run_dir}")

@@ -50,7 +50,7 @@ from longtail.data import DataSplits, LongTailDataModule, read_splits, shot_grou
 from longtail.data.cache import default_cache_dir
 from longtail.errors import ConfigError
 from longtail.evaluation import EvaluationOutputs, Outputs, summarize
-from longtail.evaluation.knn import KNN_K, KNN_TEMPERATURE, KNNMonitor, knn_scores
+from longtail.evaluation.knn import KNN_K, KNN_TEMPERATURE, KNNMonitor, features_of, knn_scores, vote_logits
 from longtail.evaluation.posthoc import normalized_calibration, tau_normalized_logits
 from longtail.files import AtomicCheckpointIO, atomic_write_text
 from longtail.hardware import warn_if_slow_precision
@@ -366,10 +366,18 @@ def write_run(built: Built, fitted: Fitted, outputs: Outputs, tested: Path, run_
         "skipped_files": sum(len(split.skipped) for split in (splits.train, splits.test, splits.val)
                              if split is not None),
         "test": summarize(outputs.logits, outputs.targets, counts, config.eval.many, config.eval.few),
+        "probe": None,
         "checkpoint": str(tested),
         "logits_prior": method.logits_prior,
         "processes": trainer.world_size,
     }
+    if not method.trains_classifier:  # a pre-training: its representation is what the test measures
+        (train_features, train_labels), (test_features, test_labels) = (
+            features_of(method, datamodule, split) for split in ("train", "test"))
+        scores = knn_scores(train_features, train_labels, test_features, len(counts))
+        metrics["test"] = summarize(vote_logits(scores).cpu(), test_labels.cpu(), counts, config.eval.many,
+                                    config.eval.few)
+        metrics["probe"] = f"k-NN on the backbone's features (k {KNN_K}, temperature {KNN_TEMPERATURE:g})"
     if trainer.is_global_zero:
         save_weights(run_dir / "model.safetensors", method.state_dict(), built.info)
         save_outputs(run_dir / "test_outputs.safetensors", outputs.logits, outputs.targets)
@@ -532,9 +540,8 @@ def knn_results(path: str | Path, evaluation: Evaluation, k: int = KNN_K, temper
     train = evaluate(path, progress=False, features=True, split="train", overrides=overrides)
     scores = knn_scores(train.outputs.features, train.outputs.targets, evaluation.outputs.features,
                         len(info["classes"]), k=k, temperature=temperature)
-    votes = scores / scores.sum(dim=1, keepdim=True).clamp(min=1e-300)  # as probabilities, for calibration
-    return summarize(votes.clamp(min=1e-12).log(), evaluation.outputs.targets, info["class_counts"],
-                     config.eval.many, config.eval.few, resamples=resamples)
+    return summarize(vote_logits(scores), evaluation.outputs.targets, info["class_counts"], config.eval.many,
+                     config.eval.few, resamples=resamples)
 
 
 def posthoc_logits(name: str, evaluation: Evaluation, tau: float) -> torch.Tensor:

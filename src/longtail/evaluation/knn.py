@@ -43,6 +43,30 @@ def knn_scores(train_features: Tensor, train_labels: Tensor, features: Tensor, n
     return torch.cat(scores) if scores else torch.zeros(0, num_classes, dtype=torch.float64, device=train.device)
 
 
+def vote_logits(scores: Tensor) -> Tensor:
+    """k-NN scores as logits: the log of each class's share of the votes, whose softmax
+    (for calibration and prediction) is that share."""
+    votes = scores / scores.sum(dim=1, keepdim=True).clamp(min=1e-300)
+    return votes.clamp(min=1e-12).log()
+
+
+@torch.no_grad()
+def features_of(method, datamodule, split: str) -> tuple[Tensor, Tensor]:
+    """The backbone features ``[N, F]`` (in eval mode) and labels ``[N]`` of the
+    un-augmented ``split`` (``train``, ``val`` or ``test``) of a Lightning data module."""
+    training = method.training
+    method.eval()
+    features, targets = [], []
+    try:
+        for batch in datamodule.evaluation_dataloader(split):
+            images, labels = datamodule.finish(method.transfer_batch_to_device(batch, method.device, 0))
+            features.append(method.features(images).float())
+            targets.append(labels)
+    finally:
+        method.train(training)
+    return torch.cat(features), torch.cat(targets)
+
+
 class KNNMonitor(Callback):
     """The weighted k-NN accuracy of the backbone's features every ``every`` epochs,
     logged as ``knn/overall``, ``knn/many``, ``knn/medium``, ``knn/few`` into the run's
@@ -63,29 +87,15 @@ class KNNMonitor(Callback):
                  few: int = 20) -> None:
         self.every, self.k, self.temperature, self.many, self.few = every, k, temperature, many, few
 
-    @torch.no_grad()
-    def _features(self, pl_module, datamodule, split: str) -> tuple[Tensor, Tensor]:
-        features, targets = [], []
-        for batch in datamodule.evaluation_dataloader(split):
-            images, labels = datamodule.finish(pl_module.transfer_batch_to_device(batch, pl_module.device, 0))
-            features.append(pl_module.features(images).float())
-            targets.append(labels)
-        return torch.cat(features), torch.cat(targets)
-
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         epoch = trainer.current_epoch + 1
         if epoch % self.every and epoch != trainer.max_epochs:
             return
-        datamodule, training = trainer.datamodule, pl_module.training
-        pl_module.eval()
-        try:
-            train_features, train_labels = self._features(pl_module, datamodule, "train")
-            test_features, test_labels = self._features(pl_module, datamodule, "test")
-        finally:
-            pl_module.train(training)
-        counts = datamodule.class_counts
+        (train_features, train_labels), (test_features, test_labels) = (
+            features_of(pl_module, trainer.datamodule, split) for split in ("train", "test"))
+        counts = trainer.datamodule.class_counts
         scores = knn_scores(train_features, train_labels, test_features, len(counts), self.k, self.temperature)
-        accuracy = shot_accuracy(scores.argmax(dim=1).cpu(), test_labels, counts, self.many, self.few)
+        accuracy = shot_accuracy(scores.argmax(dim=1).cpu(), test_labels.cpu(), counts, self.many, self.few)
         for group in ("overall", "many", "medium", "few"):
             if accuracy[group] is not None:
                 pl_module.log(f"knn/{group}", float(accuracy[group]), on_epoch=True, rank_zero_only=True)
