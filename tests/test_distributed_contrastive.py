@@ -1,5 +1,6 @@
 """Contrastive losses under DDP see the global batch: two gloo processes, each with half
-of a batch, give the loss and the gradients of one process on the whole batch."""
+of a batch, give the loss and the gradients of one process on the whole batch (SupCon,
+BCL, PaCo, and SimCLR's NT-Xent of the self-supervised pre-training)."""
 
 import os
 
@@ -48,6 +49,10 @@ def loss_of(name, model, images, labels, keys_in, queue, queue_labels):
     embeddings, logits, prototypes = model(images)
     if name == "supcon":
         return SupConLoss(temperature=0.1)(embeddings, labels)
+    if name == "simclr":  # lightly's NT-Xent, gathering across processes itself
+        from lightly.loss import NTXentLoss
+
+        return NTXentLoss(temperature=0.5, gather_distributed=True)(embeddings[:, 0], embeddings[:, 1])
     if name == "bcl":
         return BalancedContrastiveLoss(CLASSES, temperature=0.1)(embeddings, labels, prototypes)
     # PaCo: the first view's queries, keys from a fixed encoder, a queue
@@ -79,7 +84,7 @@ def worker(rank, world, name, rendezvous, out):
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("name", ["supcon", "bcl", "paco"])
+@pytest.mark.parametrize("name", ["supcon", "bcl", "paco", "simclr"])
 def test_two_processes_equal_one_on_the_concatenated_batch(name, tmp_path):
     model = Model()
     images, labels, keys_in, queue, queue_labels = data()

@@ -16,7 +16,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.resume and (args.config or args.overrides):
         raise ValueError("--resume continues a run with its own config: give no --config or key=value")
-    config = None if args.resume else load_config(args.config or [], args.overrides)
+    config = None if args.resume else load_config(args.config or [], args.overrides, getattr(args, "base", None))
+    if config is not None and getattr(args, "base", None) is not None:
+        check_self_supervised(config)
     run_dir, metrics = train(config, progress=not args.no_progress, resume=args.resume)
     if not is_rank_zero():
         return 0
@@ -28,6 +30,27 @@ def cmd_train(args: argparse.Namespace) -> int:
                          metrics["many"], metrics["few"]))
     print(f"\nrun directory: {run_dir}")
     return 0
+
+
+#: ``longtail pretrain``'s defaults: SimCLR on two SimAugment views, probed by k-NN every 5 epochs.
+PRETRAIN_BASE = {"method": {"name": "simclr"}, "data": {"views": ["sim", "sim"]}, "eval": {"knn_every": 5}}
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    """``longtail train`` for a self-supervised method: the labels only evaluate."""
+    args.base = PRETRAIN_BASE
+    return cmd_train(args)
+
+
+def check_self_supervised(config) -> None:
+    from longtail.config import method_class
+    from longtail.errors import ConfigError
+    from longtail.methods import METHODS, SelfSupervised
+
+    if not issubclass(method_class(config.method["name"]), SelfSupervised):
+        choices = ", ".join(name for name, entry in METHODS.items() if issubclass(entry.method, SelfSupervised))
+        raise ConfigError(f"method.name: longtail pretrain trains a self-supervised method ({choices}); "
+                          f"for {config.method['name']!r} use longtail train")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -268,6 +291,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=0.1")
     train.set_defaults(run=cmd_train)
+
+    pretrain = commands.add_parser(
+        "pretrain", help="pre-train a backbone without labels (default: SimCLR on Digits-LT)",
+        description="Pre-train a backbone with a self-supervised method (method.name=simclr|moco_v2); the labels, "
+                    "when there are any, only evaluate: the run is tested by a k-NN probe of its features.",
+    )
+    pretrain.add_argument("--config", action="append", metavar="FILE", help="YAML config; repeat to merge in order")
+    pretrain.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    pretrain.add_argument("--no-progress", action="store_true", help="no progress bar")
+    pretrain.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=0.1")
+    pretrain.set_defaults(run=cmd_pretrain)
 
     evaluate = commands.add_parser("eval", help="re-evaluate a run directory or checkpoint on its test set")
     evaluate.add_argument("path", metavar="RUN_DIR|CHECKPOINT")

@@ -498,9 +498,10 @@ def from_dict(values: dict, check_paths: bool = True) -> Config:
     return config
 
 
-def load_config(files: list[str | Path] = (), overrides: list[str] = ()) -> Config:
-    """Merge the YAML ``files`` in order, then the ``key=value`` ``overrides``; validate."""
-    values: dict = {}
+def load_config(files: list[str | Path] = (), overrides: list[str] = (), base: dict | None = None) -> Config:
+    """Merge the YAML ``files`` in order over ``base`` (a command's own defaults), then the
+    ``key=value`` ``overrides``; validate."""
+    values: dict = base or {}
     for path in files:
         values = merge(values, load_yaml(path))
     return from_dict(merge(values, nested_overrides(overrides)))

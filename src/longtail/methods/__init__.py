@@ -14,6 +14,7 @@ from longtail.methods.decoupled import (
 )
 from longtail.methods.parametric import GPaCo, PaCo
 from longtail.methods.rescom import ResCom
+from longtail.methods.selfsupervised import MoCoV2, SelfSupervised, SimCLR
 from longtail.methods.supervised import Supervised
 
 
@@ -64,6 +65,16 @@ METHODS = {
         "(Zhong et al., 2022)",
         "balanced_softmax",
     ),
+    "simclr": MethodEntry(
+        SimCLR,
+        "self-supervised: SimCLR's NT-Xent, or DCL / DCLW with method.objective=dcl|dclw (Chen et al., ICML 2020; "
+        "Yeh et al., ECCV 2022); longtail pretrain",
+        "ce",
+    ),
+    "moco_v2": MethodEntry(
+        MoCoV2, "self-supervised: MoCo v2, momentum encoder and queue (He et al., CVPR 2020; Chen et al., 2020); "
+        "longtail pretrain", "ce",
+    ),
     "ce": MethodEntry(Supervised, "cross-entropy baseline, one branch", "ce", True),
     "logit_adjustment": MethodEntry(
         Supervised, "logit-adjusted cross-entropy, one branch (Menon et al., ICLR 2021)", "logit_adjusted", True
@@ -104,11 +115,14 @@ __all__ = [
     "LearnableWeightScaling",
     "MarginCalibration",
     "MethodEntry",
+    "MoCoV2",
     "NearestClassMean",
     "NonFiniteLossError",
     "OptimizerFactory",
     "PaCo",
     "ResCom",
+    "SelfSupervised",
+    "SimCLR",
     "SupCon",
     "Supervised",
     "TSC",

@@ -1,0 +1,124 @@
+"""Self-supervised pre-training: a backbone learned from images alone, labels unused."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from longtail.losses import LabelledQueue, contrastive_loss
+from longtail.losses.distributed import gather, own_positions
+from longtail.methods.base import ClassifierMethod
+from longtail.methods.parametric import Embedding
+from longtail.models import MomentumEncoder
+
+
+class SelfSupervised(ClassifierMethod):
+    """The base of the self-supervised methods: two views of each image, no label read in
+    training. The classifier is frozen and untrained (a run is tested by the k-NN probe of
+    its features; a linear probe or fine-tuning follows with ``model.init_from``)."""
+
+    num_views = 2
+
+    @property
+    def trains_classifier(self) -> bool:
+        return False
+
+    def frozen(self) -> list[nn.Module]:
+        return [self.classifier]
+
+
+class SimCLR(SelfSupervised):
+    """SimCLR, and its decoupled forms DCL and DCLW.
+
+    - [0] Chen et al., "A Simple Framework for Contrastive Learning of Visual
+      Representations", ICML 2020, https://arxiv.org/abs/2002.05709 (Sec. 2.1, NT-Xent)
+    - [1] Yeh et al., "Decoupled Contrastive Learning", ECCV 2022,
+      https://arxiv.org/abs/2110.06848 (eq. 6, DCL; Sec. 4, DCLW's weighting)
+
+    Both views go through the backbone and lightly's SimCLR projection head (Linear,
+    BatchNorm, ReLU, Linear); each view's embedding is contrasted with the other view of
+    its image against every other embedding of the batch (of every process): NT-Xent
+    (``objective=ntxent``), or with the positive left out of the denominator (``dcl``), the
+    positive pair weighted by how hard it is (``dclw``, sigma 0.5). The losses are
+    lightly's.
+
+    Args:
+        objective: ``ntxent``, ``dcl`` or ``dclw``.
+        temperature: the softmax temperature.
+        feat_dim: the projected embedding's dimension.
+        hidden_dim: the projection head's hidden width.
+        parts: those of ``ClassifierMethod``.
+    """
+
+    def __init__(self, *, objective: str = "ntxent", temperature: float = 0.5, feat_dim: int = 128,
+                 hidden_dim: int = 512, **parts) -> None:
+        from lightly.loss import DCLLoss, DCLWLoss, NTXentLoss
+        from lightly.models.modules import SimCLRProjectionHead
+
+        super().__init__(**parts)
+        losses = {"ntxent": NTXentLoss, "dcl": DCLLoss, "dclw": DCLWLoss}
+        if objective not in losses:
+            raise ValueError(f"objective must be one of {', '.join(losses)}, got {objective!r}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.projection = SimCLRProjectionHead(self.backbone.num_features, hidden_dim, feat_dim)
+        self.contrastive_loss = losses[objective](temperature=temperature, gather_distributed=True)
+
+    def training_losses(self, views: Tensor, targets: Tensor) -> dict[str, Tensor]:
+        batch = len(views)
+        embeddings = self.projection(self.features(views[:, :2].transpose(0, 1).flatten(0, 1)))
+        return {"contrastive": self.contrastive_loss(embeddings[:batch], embeddings[batch:])}
+
+
+class MoCoV2(SelfSupervised):
+    """MoCo v2: a query encoder, a momentum key encoder and a queue of keys.
+
+    - [0] He et al., "Momentum Contrast for Unsupervised Visual Representation Learning",
+      CVPR 2020, https://arxiv.org/abs/1911.05722 (eq. 1, InfoNCE; eq. 2, the momentum)
+    - [1] Chen et al., "Improved Baselines with Momentum Contrastive Learning", 2020,
+      https://arxiv.org/abs/2003.04297 (the MLP head, temperature 0.2, stronger views)
+
+    The first view's query (backbone, MoCo's MLP head, L2-normalised) is contrasted with
+    its key, the second view through the momentum encoder, against the keys of the batch
+    (of every process) and the queue: ``-log exp(q.k+/T) / sum_k exp(q.k/T)``
+    (``contrastive_loss`` with the key as the own positive, every key unlabelled). After
+    each step the keys join the queue and the encoder moves toward the online weights.
+
+    Args:
+        temperature: T.
+        queue_size: the keys kept (65,536 on ImageNet; a few thousand for CIFAR's
+            12,406 long-tailed images).
+        momentum: m of the key encoder.
+        feat_dim: the embedding's dimension.
+        hidden_dim: the head's hidden width.
+        parts: those of ``ClassifierMethod``.
+    """
+
+    def __init__(self, *, temperature: float = 0.2, queue_size: int = 4096, momentum: float = 0.99,
+                 feat_dim: int = 128, hidden_dim: int = 512, **parts) -> None:
+        from lightly.models.modules import MoCoProjectionHead
+
+        super().__init__(**parts)
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.temperature = temperature
+        self.projection = MoCoProjectionHead(self.backbone.num_features, hidden_dim, feat_dim)
+        self.queue = LabelledQueue(queue_size, feat_dim)
+        self.key_encoder = MomentumEncoder(Embedding(self.backbone, self.projection), momentum)
+
+    def training_losses(self, views: Tensor, targets: Tensor) -> dict[str, Tensor]:
+        queries = F.normalize(self.projection(self.features(views[:, 0])), dim=1)
+        keys = self.key_encoder(views[:, 1]).to(queries.dtype)
+        self._to_queue = keys
+        queue_keys, _ = self.queue()
+        references = torch.cat([gather(keys), queue_keys.to(keys.dtype)])
+        unlabelled = torch.full((len(references),), -1, device=keys.device)
+        loss = contrastive_loss(queries, unlabelled[: len(queries)], references, unlabelled, self.temperature,
+                                own=own_positions(len(queries), queries.device), own_is_positive=True)
+        return {"contrastive": loss}
+
+    def after_step(self) -> None:
+        keys = gather(self._to_queue)
+        self.queue.push(keys, torch.full((len(keys),), -1, device=keys.device))
+        self.key_encoder.update(Embedding(self.backbone, self.projection))

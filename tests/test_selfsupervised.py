@@ -1,0 +1,89 @@
+"""Self-supervised pre-training: its losses against their equations, its state updates,
+and the pretrain command, whose probe shows what the pre-training bought."""
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from longtail.cli import main
+from longtail.config import load_config
+from longtail.run import build_method
+
+
+def nt_xent_reference(first, second, temperature):
+    """NT-Xent (Chen et al., ICML 2020, eq. 1), one anchor at a time: each of the 2N
+    normalised embeddings against its pair, over the 2N - 1 others; the mean."""
+    z = F.normalize(torch.cat([first, second]).double(), dim=1)
+    n = len(first)
+    total = 0.0
+    for i in range(2 * n):
+        pair = (i + n) % (2 * n)
+        others = [math.exp(float(z[i] @ z[k]) / temperature) for k in range(2 * n) if k != i]
+        total += -math.log(math.exp(float(z[i] @ z[pair]) / temperature) / sum(others))
+    return total / (2 * n)
+
+
+def method(*overrides):
+    config = load_config([], ["data.format=digits", "model.feat_dim=8", "model.hidden_dim=16",
+                              "data.views=[sim, sim]", *overrides])
+    return build_method(config, [50] * 10)
+
+
+def test_simclr_is_nt_xent_of_the_projected_views():
+    simclr = method("method.name=simclr", "method.temperature=0.3")
+    simclr.eval()  # batch-norm statistics fixed, so the projection below is the same function
+    views = torch.randn(5, 2, 3, 8, 8)
+    loss = simclr.training_losses(views, torch.zeros(5, dtype=torch.long))["contrastive"]
+    with torch.no_grad():
+        embeddings = simclr.projection(simclr.features(views.transpose(0, 1).flatten(0, 1)))
+    assert loss.item() == pytest.approx(nt_xent_reference(embeddings[:5], embeddings[5:], 0.3), rel=1e-5)
+
+
+def test_moco_v2_is_info_nce_over_the_keys_and_the_queue_then_queues_the_keys_and_moves_the_encoder():
+    moco = method("method.name=moco_v2", "method.queue_size=6", "method.momentum=0.9", "method.temperature=0.2")
+    moco.eval()
+    moco.queue.push(F.normalize(torch.randn(3, 8), dim=1), torch.full((3,), -1))
+    views = torch.randn(4, 2, 3, 8, 8)
+    loss = moco.training_losses(views, torch.zeros(4, dtype=torch.long))["contrastive"]
+    with torch.no_grad():
+        queries = F.normalize(moco.projection(moco.features(views[:, 0])), dim=1).double()
+        keys = moco.key_encoder(views[:, 1]).double()
+        queue, _ = moco.queue()
+        references = torch.cat([keys, queue.double()])
+    expected = sum(-math.log(math.exp(float(q @ keys[i]) / 0.2)
+                             / sum(math.exp(float(q @ r) / 0.2) for r in references))
+                   for i, q in enumerate(queries)) / 4
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+    online = {k: v.clone() for k, v in moco.backbone.state_dict().items()}
+    with torch.no_grad():  # as if a step had moved the online weights
+        for parameter in moco.backbone.parameters():
+            parameter.add_(0.1)
+    before = {k: v.clone() for k, v in moco.key_encoder.encoder.backbone.state_dict().items()}
+    moco.after_step()
+    queue, labels = moco.queue()
+    assert torch.equal(queue[-4:], keys.float()) and len(queue) == 6 and (labels == -1).all()  # oldest dropped
+    for name, parameter in moco.backbone.named_parameters():
+        expected = 0.9 * before[name] + 0.1 * (online[name] + 0.1)
+        torch.testing.assert_close(moco.key_encoder.encoder.backbone.state_dict()[name], expected)
+
+
+def test_pretrain_raises_the_k_nn_accuracy_of_a_random_backbone_and_refuses_a_supervised_method(tmp_path, capsys,
+                                                                                             monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    common = ["optim.warmup_epochs=0", "data.num_workers=0", "--no-progress", "model.feat_dim=32",
+              "model.hidden_dim=64"]
+    assert main(["pretrain", "optim.epochs=6", "out_dir=trained", *common]) == 0
+    assert main(["pretrain", "optim.epochs=1", "optim.lr=1e-12", "out_dir=random", *common]) == 0
+    trained, untouched = (json.loads((next((tmp_path / d).iterdir()) / "metrics.json").read_text())
+                          for d in ("trained", "random"))
+    assert trained["probe"].startswith("k-NN") and trained["method"] == "simclr"
+    assert trained["test"]["overall"] > untouched["test"]["overall"] + 5
+    curves = (next((tmp_path / "trained").iterdir()) / "metrics.csv").read_text()
+    assert "knn/overall" in curves  # probed during pre-training, every 5 epochs and at the last
+    capsys.readouterr()
+    assert main(["pretrain", "method.name=ce", "out_dir=refused"]) == 2
+    assert "longtail pretrain trains a self-supervised method" in capsys.readouterr().err
