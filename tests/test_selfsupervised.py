@@ -87,3 +87,16 @@ def test_pretrain_raises_the_k_nn_accuracy_of_a_random_backbone_and_refuses_a_su
     capsys.readouterr()
     assert main(["pretrain", "method.name=ce", "out_dir=refused"]) == 2
     assert "longtail pretrain trains a self-supervised method" in capsys.readouterr().err
+
+
+def test_byol_is_two_minus_twice_the_cosine_of_each_prediction_and_the_other_views_target():
+    byol = method("method.name=byol", "method.momentum=0.9")
+    byol.eval()
+    views = torch.randn(3, 2, 3, 8, 8)
+    loss = byol.training_losses(views, torch.zeros(3, dtype=torch.long))["bootstrap"]
+    with torch.no_grad():
+        p = [byol.predictor(byol.projection(byol.features(views[:, v]))) for v in (0, 1)]
+        z = [byol.target(views[:, v]) for v in (0, 1)]
+    terms = [2 - 2 * F.cosine_similarity(p[a][i], z[1 - a][i], dim=0).item() for a in (0, 1) for i in range(3)]
+    assert loss.item() == pytest.approx(sum(terms) / len(terms), rel=1e-5)
+    assert not any(p.requires_grad for p in byol.target.parameters())  # the target takes no gradient

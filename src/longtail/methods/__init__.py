@@ -14,7 +14,7 @@ from longtail.methods.decoupled import (
 )
 from longtail.methods.parametric import GPaCo, PaCo
 from longtail.methods.rescom import ResCom
-from longtail.methods.selfsupervised import MoCoV2, SelfSupervised, SimCLR
+from longtail.methods.selfsupervised import BYOL, MoCoV2, SelfSupervised, SimCLR
 from longtail.methods.supervised import Supervised
 
 
@@ -75,6 +75,10 @@ METHODS = {
         MoCoV2, "self-supervised: MoCo v2, momentum encoder and queue (He et al., CVPR 2020; Chen et al., 2020); "
         "longtail pretrain", "ce",
     ),
+    "byol": MethodEntry(
+        BYOL, "self-supervised: BYOL, an online predictor of a moving-average target (Grill et al., NeurIPS 2020); "
+        "longtail pretrain", "ce",
+    ),
     "ce": MethodEntry(Supervised, "cross-entropy baseline, one branch", "ce", True),
     "logit_adjustment": MethodEntry(
         Supervised, "logit-adjusted cross-entropy, one branch (Menon et al., ICLR 2021)", "logit_adjusted", True
@@ -108,6 +112,7 @@ METHODS = {
 
 __all__ = [
     "BCL",
+    "BYOL",
     "METHODS",
     "ClassifierMethod",
     "ClassifierRetraining",

@@ -122,3 +122,56 @@ class MoCoV2(SelfSupervised):
         keys = gather(self._to_queue)
         self.queue.push(keys, torch.full((len(keys),), -1, device=keys.device))
         self.key_encoder.update(Embedding(self.backbone, self.projection))
+
+
+class BYOL(SelfSupervised):
+    """BYOL: an online network predicts a slowly moving target network's projection.
+
+    - [0] Grill et al., "Bootstrap Your Own Latent", NeurIPS 2020,
+      https://arxiv.org/abs/2006.07733 (eq. 2, the loss; Sec. 3.2, the EMA schedule)
+
+    The online network (backbone, projection, predictor: lightly's BYOL heads) predicts,
+    from each view, the target network's projection of the other view; the loss is
+    ``2 - 2 cos(p, z')`` averaged over both directions, with no negatives. The target is a
+    moving average of the online backbone and projection whose momentum rises from
+    ``momentum`` to 1 along a cosine over training (``MomentumEncoder``), updated after
+    each step.
+
+    Args:
+        momentum: the target's momentum at the start (0.996 in the paper).
+        feat_dim: the projection's and prediction's dimension.
+        hidden_dim: the heads' hidden width.
+        parts: those of ``ClassifierMethod``.
+    """
+
+    def __init__(self, *, momentum: float = 0.99, feat_dim: int = 128, hidden_dim: int = 512, **parts) -> None:
+        from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
+
+        super().__init__(**parts)
+        self.projection = BYOLProjectionHead(self.backbone.num_features, hidden_dim, feat_dim)
+        self.predictor = BYOLPredictionHead(feat_dim, hidden_dim, feat_dim)
+        self.target = MomentumEncoder(Projected(self.backbone, self.projection), momentum, final_momentum=1.0)
+
+    def training_losses(self, views: Tensor, targets: Tensor) -> dict[str, Tensor]:
+        batch = len(views)
+        both = views[:, :2].transpose(0, 1).flatten(0, 1)
+        predictions = F.normalize(self.predictor(self.projection(self.features(both))), dim=1)
+        with torch.no_grad():
+            projected = F.normalize(self.target(both), dim=1).to(predictions.dtype)
+        swapped = torch.cat([projected[batch:], projected[:batch]])  # each view predicts the other's
+        return {"bootstrap": (2 - 2 * (predictions * swapped).sum(dim=1)).mean()}
+
+    def after_step(self) -> None:
+        progress = self.trainer.global_step / max(1, self.trainer.estimated_stepping_batches)
+        self.target.update(Projected(self.backbone, self.projection), progress)
+
+
+class Projected(nn.Module):
+    """A backbone and a projection head: images -> projections (not normalised)."""
+
+    def __init__(self, backbone: nn.Module, projection: nn.Module) -> None:
+        super().__init__()
+        self.backbone, self.projection = backbone, projection
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.projection(self.backbone(images.contiguous(memory_format=torch.channels_last)))
