@@ -100,3 +100,63 @@ def test_byol_is_two_minus_twice_the_cosine_of_each_prediction_and_the_other_vie
     terms = [2 - 2 * F.cosine_similarity(p[a][i], z[1 - a][i], dim=0).item() for a in (0, 1) for i in range(3)]
     assert loss.item() == pytest.approx(sum(terms) / len(terms), rel=1e-5)
     assert not any(p.requires_grad for p in byol.target.parameters())  # the target takes no gradient
+
+
+def sinkhorn_reference(scores, epsilon, iterations):
+    """Sinkhorn-Knopp (Caron et al., eq. 5 and its appendix): Q = exp(scores / eps),
+    normalised to sum 1, then alternately each prototype's row to 1/K and each sample's
+    column to 1/B; returned per sample (columns summing to 1)."""
+    q = torch.exp(scores.double() / epsilon).T
+    q /= q.sum()
+    prototypes, samples = q.shape
+    for _ in range(iterations):
+        q /= q.sum(dim=1, keepdim=True) * prototypes
+        q /= q.sum(dim=0, keepdim=True) * samples
+    return (q * samples).T
+
+
+def test_sinkhorn_gives_every_sample_one_code_and_every_prototype_an_equal_share():
+    from lightly.loss.swav_loss import sinkhorn
+
+    scores = torch.randn(12, 5, generator=torch.Generator().manual_seed(0))
+    codes = sinkhorn(scores, iterations=50, epsilon=0.5)
+    torch.testing.assert_close(codes.double(), sinkhorn_reference(scores, 0.5, 50), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(codes.sum(dim=1), torch.ones(12))  # each sample's code is a distribution
+    torch.testing.assert_close(codes.sum(dim=0), torch.full((5,), 12 / 5), rtol=1e-3, atol=1e-3)  # equipartition
+
+
+def test_swav_is_the_swapped_prediction_of_the_global_views_codes_small_crops_included():
+    swav = method("method.name=swav", "method.prototypes=6", "method.small_crops=1", "method.temperature=0.2",
+                  "data.views=[sim, sim, sim]")
+    swav.eval()
+    views = torch.randn(4, 3, 3, 8, 8)
+    loss = swav.training_losses(views, torch.zeros(4, dtype=torch.long))["swapped"]
+    with torch.no_grad():
+        scores = [swav._scores(views[:, 0]), swav._scores(views[:, 1]),
+                  swav._scores(F.interpolate(views[:, 2], size=(4, 4), mode="bilinear", antialias=True))]
+    codes = [sinkhorn_reference(s, 0.05, 3) for s in scores[:2]]
+    terms = []
+    for g, code in enumerate(codes):  # each global view's code, predicted by every other view
+        for v, s in enumerate(scores):
+            if v != g:
+                terms.append(-(code * torch.log_softmax(s.double() / 0.2, dim=1)).sum(dim=1).mean())
+    assert loss.item() == pytest.approx(float(sum(terms) / len(terms)), rel=1e-4)
+
+
+def test_twist_is_symmetric_kl_plus_sample_entropy_minus_batch_entropy():
+    from longtail.losses.selfsupervised import TwinDistributionLoss
+
+    generator = torch.Generator().manual_seed(1)
+    p1 = torch.randn(5, 4, generator=generator, dtype=torch.float64).softmax(dim=1)
+    p2 = torch.randn(5, 4, generator=generator, dtype=torch.float64).softmax(dim=1)
+
+    def entropy(p):
+        return -sum(x * math.log(x) for x in p)
+
+    kl = sum(sum(a * math.log(a / b) for a, b in zip(x, y)) + sum(b * math.log(b / a) for a, b in zip(x, y))
+             for x, y in zip(p1.tolist(), p2.tolist())) / 5 / 2
+    sharp = (sum(entropy(x) for x in p1.tolist()) + sum(entropy(x) for x in p2.tolist())) / 5 / 2
+    diverse = (entropy(p1.mean(0).tolist()) + entropy(p2.mean(0).tolist())) / 2
+    assert TwinDistributionLoss()(p1, p2).item() == pytest.approx(kl + sharp - diverse, rel=1e-5)
+    same = p1.mean(0, keepdim=True).expand(5, 4)  # identical, spread twins: no disagreement, entropy terms cancel
+    assert TwinDistributionLoss()(same, same).item() == pytest.approx(0.0, abs=1e-6)

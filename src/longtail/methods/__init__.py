@@ -14,7 +14,7 @@ from longtail.methods.decoupled import (
 )
 from longtail.methods.parametric import GPaCo, PaCo
 from longtail.methods.rescom import ResCom
-from longtail.methods.selfsupervised import BYOL, MoCoV2, SelfSupervised, SimCLR
+from longtail.methods.selfsupervised import BYOL, TWIST, MoCoV2, SelfSupervised, SimCLR, SwAV
 from longtail.methods.supervised import Supervised
 
 
@@ -79,6 +79,14 @@ METHODS = {
         BYOL, "self-supervised: BYOL, an online predictor of a moving-average target (Grill et al., NeurIPS 2020); "
         "longtail pretrain", "ce",
     ),
+    "swav": MethodEntry(
+        SwAV, "self-supervised: SwAV, swapped predictions of Sinkhorn-Knopp codes on prototypes, multi-crop (Caron "
+        "et al., NeurIPS 2020); longtail pretrain", "ce",
+    ),
+    "twist": MethodEntry(
+        TWIST, "self-supervised: TWIST, twin class distributions, consistent, sharp and diverse (Wang et al., "
+        "TIP 2023); longtail pretrain", "ce",
+    ),
     "ce": MethodEntry(Supervised, "cross-entropy baseline, one branch", "ce", True),
     "logit_adjustment": MethodEntry(
         Supervised, "logit-adjusted cross-entropy, one branch (Menon et al., ICLR 2021)", "logit_adjusted", True
@@ -129,6 +137,8 @@ __all__ = [
     "SelfSupervised",
     "SimCLR",
     "SupCon",
+    "SwAV",
     "Supervised",
     "TSC",
+    "TWIST",
 ]

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from longtail.losses import LabelledQueue, contrastive_loss
-from longtail.losses.distributed import gather, own_positions
+from longtail.losses.distributed import gather, own_positions, world
+from longtail.losses.selfsupervised import TwinDistributionLoss
 from longtail.methods.base import ClassifierMethod
 from longtail.methods.parametric import Embedding
 from longtail.models import MomentumEncoder
@@ -175,3 +176,95 @@ class Projected(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         return self.projection(self.backbone(images.contiguous(memory_format=torch.channels_last)))
+
+
+class SwAV(SelfSupervised):
+    """SwAV: each view predicts the other's assignment to learned prototypes.
+
+    - [0] Caron et al., "Unsupervised Learning of Visual Features by Contrasting Cluster
+      Assignments", NeurIPS 2020, https://arxiv.org/abs/2006.09882 (eq. 2-3, the swapped
+      prediction; eq. 5, Sinkhorn-Knopp; Sec. 3.2, multi-crop)
+
+    The views are projected (lightly's SwAV head), L2-normalised and scored against the
+    prototypes (unit vectors, normalised before each step). The codes of the two global
+    views are the equipartitioned assignments that Sinkhorn-Knopp finds (``epsilon``,
+    ``iterations``; across every process in a distributed run), and every view predicts the
+    codes of the other global views with a softmax at ``temperature`` (lightly's loss).
+    Multi-crop: the views after the first two are shrunk to ``small_scale`` of the side,
+    the small crops the paper adds at little cost.
+
+    Args:
+        prototypes: K, the number of prototypes.
+        temperature, epsilon, iterations: those of the loss and of Sinkhorn-Knopp.
+        small_crops: the small views after the two global ones.
+        small_scale: their side, as a fraction of the input side.
+        feat_dim, hidden_dim: the head's output and hidden widths.
+        parts: those of ``ClassifierMethod``.
+    """
+
+    def __init__(self, *, prototypes: int = 100, temperature: float = 0.1, epsilon: float = 0.05,
+                 iterations: int = 3, small_crops: int = 2, small_scale: float = 0.5, feat_dim: int = 128,
+                 hidden_dim: int = 512, **parts) -> None:
+        from lightly.loss import SwaVLoss
+        from lightly.models.modules import SwaVProjectionHead, SwaVPrototypes
+
+        super().__init__(**parts)
+        if prototypes < 1 or small_crops < 0 or not 0 < small_scale <= 1:
+            raise ValueError(f"prototypes must be at least 1, small_crops non-negative and small_scale in (0, 1], "
+                             f"got {prototypes}, {small_crops} and {small_scale}")
+        self.num_views, self.small_scale = self.views_needed({"small_crops": small_crops}), small_scale
+        self.projection = SwaVProjectionHead(self.backbone.num_features, hidden_dim, feat_dim)
+        self.prototypes = SwaVPrototypes(feat_dim, prototypes)
+        self.swapped_loss = SwaVLoss(temperature, iterations, epsilon, sinkhorn_gather_distributed=world()[1] > 1)
+
+    @classmethod
+    def views_needed(cls, arguments: dict) -> int:
+        """Two global views and the small crops."""
+        return 2 + arguments.get("small_crops", 2)
+
+    def _scores(self, images: Tensor) -> Tensor:
+        return self.prototypes(F.normalize(self.projection(self.features(images)), dim=1))
+
+    def training_losses(self, views: Tensor, targets: Tensor) -> dict[str, Tensor]:
+        self.prototypes.normalize()
+        views = views[:, : self.num_views]
+        global_scores = self._scores(views[:, :2].transpose(0, 1).flatten(0, 1)).chunk(2)
+        small = views[:, 2:].transpose(0, 1).flatten(0, 1)
+        small_scores = []
+        if len(small):
+            side = max(1, round(views.shape[-1] * self.small_scale))
+            small = F.interpolate(small, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
+            small_scores = list(self._scores(small).chunk(self.num_views - 2))
+        return {"swapped": self.swapped_loss(list(global_scores), small_scores)}
+
+
+class TWIST(SelfSupervised):
+    """TWIST: twin class distributions (``TwinDistributionLoss``) of two views.
+
+    - [0] Wang et al., "Self-Supervised Learning by Estimating Twin Class Distributions",
+      IEEE TIP 2023, https://arxiv.org/abs/2110.07402
+
+    A head (an MLP, then batch normalisation without affine parameters, as in the paper)
+    maps each view's features to ``classes`` logits; their softmaxes are the twin
+    distributions, trained to agree, each sharp, and together spread over the classes.
+
+    Args:
+        classes: C, the pseudo-classes (the paper uses about the data's class count or more).
+        hidden_dim: the head's hidden width.
+        parts: those of ``ClassifierMethod``.
+    """
+
+    def __init__(self, *, classes: int = 100, hidden_dim: int = 512, **parts) -> None:
+        from longtail.models import ProjectionMLP
+
+        super().__init__(**parts)
+        if classes < 2:
+            raise ValueError(f"classes must be at least 2, got {classes}")
+        self.head = nn.Sequential(ProjectionMLP(self.backbone.num_features, hidden_dim, classes),
+                                  nn.BatchNorm1d(classes, affine=False))
+        self.twin_loss = TwinDistributionLoss()
+
+    def training_losses(self, views: Tensor, targets: Tensor) -> dict[str, Tensor]:
+        batch = len(views)
+        probabilities = self.head(self.features(views[:, :2].transpose(0, 1).flatten(0, 1))).softmax(dim=1)
+        return {"twin": self.twin_loss(probabilities[:batch], probabilities[batch:])}
