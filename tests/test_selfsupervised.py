@@ -160,3 +160,30 @@ def test_twist_is_symmetric_kl_plus_sample_entropy_minus_batch_entropy():
     assert TwinDistributionLoss()(p1, p2).item() == pytest.approx(kl + sharp - diverse, rel=1e-5)
     same = p1.mean(0, keepdim=True).expand(5, 4)  # identical, spread twins: no disagreement, entropy terms cancel
     assert TwinDistributionLoss()(same, same).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_sdclr_contrasts_the_network_with_its_magnitude_pruned_self():
+    sdclr = method("method.name=sdclr", "method.prune_ratio=0.75")
+    sdclr.eval()
+    sdclr.prune()
+    for index, name in enumerate(sdclr.pruned):  # each layer keeps its largest quarter
+        weight = sdclr.backbone.get_submodule(name).weight.detach().abs().flatten()
+        mask = getattr(sdclr, f"mask_{index}").flatten()
+        kept = max(1, round(len(weight) * 0.25))
+        assert mask.sum() == kept and weight[mask].min() >= weight[~mask].max()
+    views = torch.randn(4, 2, 3, 8, 8)
+    pruned_copy = build_method(load_config([], ["data.format=digits", "model.feat_dim=8", "model.hidden_dim=16",
+                                                "data.views=[sim, sim]", "method.name=simclr"]), [50] * 10)
+    pruned_copy.load_state_dict({k: v for k, v in sdclr.state_dict().items() if not k.startswith("mask_")})
+    with torch.no_grad():  # the same network with the small weights zeroed in place
+        for index, name in enumerate(sdclr.pruned):
+            pruned_copy.backbone.get_submodule(name).weight.mul_(getattr(sdclr, f"mask_{index}"))
+    pruned_copy.eval()
+    torch.testing.assert_close(sdclr.pruned_features(views[:, 1]), pruned_copy.features(views[:, 1]))
+    loss = sdclr.training_losses(views, torch.zeros(4, dtype=torch.long))["contrastive"]
+    with torch.no_grad():
+        dense = sdclr.projection(sdclr.features(views[:, 0]))
+        pruned = sdclr.projection(pruned_copy.features(views[:, 1]))
+    assert loss.item() == pytest.approx(nt_xent_reference(dense, pruned, 0.5), rel=1e-5)
+    loss.backward()  # the gradient reaches the shared weights through both branches
+    assert sdclr.backbone.get_submodule(sdclr.pruned[0]).weight.grad.abs().max() > 0

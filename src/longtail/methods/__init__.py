@@ -14,7 +14,7 @@ from longtail.methods.decoupled import (
 )
 from longtail.methods.parametric import GPaCo, PaCo
 from longtail.methods.rescom import ResCom
-from longtail.methods.selfsupervised import BYOL, TWIST, MoCoV2, SelfSupervised, SimCLR, SwAV
+from longtail.methods.selfsupervised import BYOL, SDCLR, TWIST, MoCoV2, SelfSupervised, SimCLR, SwAV
 from longtail.methods.supervised import Supervised
 
 
@@ -87,6 +87,10 @@ METHODS = {
         TWIST, "self-supervised: TWIST, twin class distributions, consistent, sharp and diverse (Wang et al., "
         "TIP 2023); longtail pretrain", "ce",
     ),
+    "sdclr": MethodEntry(
+        SDCLR, "self-supervised: SDCLR, SimCLR between the network and its magnitude-pruned self (Jiang et al., "
+        "ICML 2021); longtail pretrain", "ce",
+    ),
     "ce": MethodEntry(Supervised, "cross-entropy baseline, one branch", "ce", True),
     "logit_adjustment": MethodEntry(
         Supervised, "logit-adjusted cross-entropy, one branch (Menon et al., ICLR 2021)", "logit_adjusted", True
@@ -134,6 +138,7 @@ __all__ = [
     "OptimizerFactory",
     "PaCo",
     "ResCom",
+    "SDCLR",
     "SelfSupervised",
     "SimCLR",
     "SupCon",

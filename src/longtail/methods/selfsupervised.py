@@ -268,3 +268,61 @@ class TWIST(SelfSupervised):
         batch = len(views)
         probabilities = self.head(self.features(views[:, :2].transpose(0, 1).flatten(0, 1))).softmax(dim=1)
         return {"twin": self.twin_loss(probabilities[:batch], probabilities[batch:])}
+
+
+class SDCLR(SimCLR):
+    """SDCLR: SimCLR between a network and its own pruned self.
+
+    - [0] Jiang et al., "Self-Damaging Contrastive Learning", ICML 2021,
+      https://arxiv.org/abs/2106.02990 (Sec. 3, the self-competitor)
+
+    The second view goes through the same backbone with, in every convolution and linear
+    layer, the ``prune_ratio`` of its weights smallest in magnitude set to 0; the masks are
+    drawn again from the weights at the start of every epoch (buffers, so a resumed run
+    has them). The pruned network forgets the rare samples first, so contrasting the two
+    branches stresses what the tail needs. The loss is ``SimCLR``'s (NT-Xent by default)
+    between the dense branch's first view and the pruned branch's second.
+
+    Args:
+        prune_ratio: the fraction of each layer's weights pruned (0.9 in the paper).
+        objective, temperature, feat_dim, hidden_dim, parts: as ``SimCLR``.
+    """
+
+    def __init__(self, *, prune_ratio: float = 0.9, objective: str = "ntxent", temperature: float = 0.5,
+                 feat_dim: int = 128, hidden_dim: int = 512, **parts) -> None:
+        super().__init__(objective=objective, temperature=temperature, feat_dim=feat_dim, hidden_dim=hidden_dim,
+                         **parts)
+        if not 0 <= prune_ratio < 1:
+            raise ValueError(f"prune_ratio must be in [0, 1), got {prune_ratio}")
+        self.prune_ratio = prune_ratio
+        self.pruned = [name for name, module in self.backbone.named_modules()
+                       if isinstance(module, (nn.Conv2d, nn.Linear))]
+        for index, name in enumerate(self.pruned):
+            weight = self.backbone.get_submodule(name).weight
+            self.register_buffer(f"mask_{index}", torch.ones_like(weight, dtype=torch.bool))
+
+    @torch.no_grad()
+    def prune(self) -> None:
+        """Each layer's mask: its weights above the ``prune_ratio`` quantile of magnitude."""
+        for index, name in enumerate(self.pruned):
+            magnitude = self.backbone.get_submodule(name).weight.abs()
+            kept = max(1, round(magnitude.numel() * (1 - self.prune_ratio)))
+            threshold = magnitude.flatten().kthvalue(magnitude.numel() - kept + 1).values
+            getattr(self, f"mask_{index}").copy_(magnitude >= threshold)
+
+    def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
+        self.prune()
+
+    def pruned_features(self, images: Tensor) -> Tensor:
+        """Backbone features with every pruned layer's weights masked (the same weights,
+        so the gradient reaches them through the mask)."""
+        weights = {f"{name}.weight": self.backbone.get_submodule(name).weight * getattr(self, f"mask_{index}")
+                   for index, name in enumerate(self.pruned)}
+        images = images.contiguous(memory_format=torch.channels_last)
+        return torch.func.functional_call(self.backbone, weights, (images,), strict=False)
+
+    def training_losses(self, views: Tensor, targets: Tensor) -> dict[str, Tensor]:
+        dense = self.projection(self.features(views[:, 0]))
+        pruned = self.projection(self.pruned_features(views[:, 1]))
+        return {"contrastive": self.contrastive_loss(dense, pruned)}
