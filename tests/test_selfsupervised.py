@@ -187,3 +187,27 @@ def test_sdclr_contrasts_the_network_with_its_magnitude_pruned_self():
     assert loss.item() == pytest.approx(nt_xent_reference(dense, pruned, 0.5), rel=1e-5)
     loss.backward()  # the gradient reaches the shared weights through both branches
     assert sdclr.backbone.get_submodule(sdclr.pruned[0]).weight.grad.abs().max() > 0
+
+
+def test_a_moco_v2_pretraining_stopped_mid_epoch_resumes_bit_identical(tmp_path):
+    from lightning.pytorch.callbacks import Callback
+
+    from longtail.run import train
+
+    class StopAt(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.global_step == 13:
+                raise RuntimeError("stopped")
+
+    args = ["data.format=digits", "data.batch_size=64", "data.num_workers=0", "optim.epochs=2",
+            "optim.warmup_epochs=0", "trainer.deterministic=true", "model.feat_dim=16", "model.hidden_dim=32",
+            "method.name=moco_v2", "method.queue_size=100", "data.views=[sim, sim]", "trainer.checkpoint_every=4"]
+    full, expected = train(load_config([], [*args, f"out_dir={tmp_path / 'full'}"]), progress=False)
+    with pytest.raises(RuntimeError, match="stopped"):
+        train(load_config([], [*args, f"out_dir={tmp_path / 'stopped'}"]), progress=False, callbacks=[StopAt()])
+    (stopped,) = (tmp_path / "stopped").iterdir()
+    _, resumed = train(None, progress=False, resume=stopped)
+    assert resumed["test"] == expected["test"]
+    a = torch.load(full / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    b = torch.load(stopped / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert any(k.startswith("queue.") for k in a) and all(torch.equal(a[k], b[k]) for k in a)
