@@ -62,16 +62,26 @@ class Row:
     as Cao et al.'s 160 of 200), the classifier's views, and where it starts: a second stage
     trains ``stage_epochs`` on the backbone of row ``after``'s run; a post-hoc row corrects
     that run's test logits (``posthoc``), training nothing. A pre-training, whose classifier
-    is not trained, is scored as its run is: by the k-NN probe of its features."""
+    is not trained, is scored as its run is: by the k-NN probe of its features. ``epochs``
+    fixes a row's epochs whatever the budget (the untrained floor)."""
 
     overrides: tuple[str, ...] = ()
     views: str = "auto+cutout"
     after: str | None = None
     stage_epochs: int = 3
     posthoc: str | None = None
+    epochs: int | None = None
 
 
 SUPERVISED = ("method.name=supervised",)
+#: Self-supervised pre-training on the long-tailed images, labels unused, scored by the k-NN
+#: probe; each has a linear probe on its frozen backbone (``<name>_linear``), and ``random``
+#: is the floor (a backbone that did not learn). Best measured in a table of their own:
+#: ``--name cifar10_lt100_pretrain``.
+SELF_SUPERVISED_ROWS = {
+    name: Row((f"method.name={name}",), views="sim, sim, sim, sim" if name == "swav" else "sim, sim")
+    for name in ("simclr", "moco_v2", "byol", "sdclr", "twist", "swav")
+}
 #: The rows by name (``--methods``). The single-view rows train on BCL's classifier view
 #: unless they say ``standard`` (random crop and flip).
 ROWS = {
@@ -107,6 +117,9 @@ ROWS = {
     "paco": Row(("method.name=paco", "model.classifier=linear"), views="auto+cutout, sim"),
     "gpaco": Row(("method.name=gpaco", "model.classifier=linear"), views="auto+cutout, sim"),
     "rescom": Row(("method.name=rescom", "model.classifier=linear"), views="auto+cutout, auto+cutout"),
+    **SELF_SUPERVISED_ROWS,
+    "random": Row(("method.name=simclr", "optim.lr=1e-12"), views="sim, sim", epochs=1),  # the floor
+    **{f"{name}_linear": Row(("method.name=crt",), after=name) for name in (*SELF_SUPERVISED_ROWS, "random")},
     "crt": Row(("method.name=crt", "data.sampler=class_balanced"), after="ce"),
     "lws": Row(("method.name=lws", "model.init_classifier=true", "data.sampler=class_balanced"), after="ce"),
     "marc": Row(("method.name=marc", "model.init_classifier=true"), after="ce"),
@@ -124,8 +137,9 @@ def recipe(data: str, row: str, epochs: int, batch_size: int, imbalance_factor: 
     else:
         recipe_dir = "cifar100_lt" if "100" in Path(data).name else "cifar10_lt"
         files, base = [ROOT / "configs" / recipe_dir / "bcl.yaml"], [f"data.root={data}"]
-    scale = epochs / RECIPE_EPOCHS
     spec = ROWS[row]
+    epochs = spec.epochs or epochs
+    scale = epochs / RECIPE_EPOCHS
     schedule = [
         f"optim.epochs={epochs}",
         f"optim.warmup_epochs={max(1, round(RECIPE_WARMUP * scale))}",
@@ -271,7 +285,7 @@ def measure_row(args: argparse.Namespace, name: str, row: str, precision: str, r
         metrics["wall_s"] -= bound.seconds
     test = metrics["test"]
     return {
-        "method": row, "precision": precision, "epochs": args.epochs, "batch_size": args.batch_size,
+        "method": row, "precision": precision, "epochs": spec.epochs or args.epochs, "batch_size": args.batch_size,
         "views": views, "after": spec.after, "posthoc": spec.posthoc,
         "overall": test["overall"], "many": test["many"], "medium": test["medium"], "few": test["few"],
         "tail": tail_accuracy(test["per_class"], metrics["shot_groups"]),

@@ -171,3 +171,11 @@ def test_the_contrastive_rows_train_their_own_views_and_two_stage_rows_their_lin
     assert rows["paco"]["views"] == "auto+cutout, sim" and rows["rescom"]["views"] == "auto+cutout, auto+cutout"
     assert rows["supcon_linear"]["after"] == "supcon_pretrain"
     assert all(rows[name]["fraction"] > 0 for name in rows)
+
+
+def test_the_self_supervised_rows_are_probed_by_k_nn_and_a_linear_classifier_above_an_untrained_floor(tmp_path):
+    bench(tmp_path, "--methods", "random,random_linear,byol,byol_linear", "--name", "digits_pretrain", "--epochs", "2")
+    rows = {row["method"]: row for row in json.loads((tmp_path / "results/digits_pretrain.json").read_text())["rows"]}
+    assert rows["random"]["epochs"] == 1 and rows["byol"]["epochs"] == 2 and rows["byol_linear"]["after"] == "byol"
+    markdown = (tmp_path / "results/digits_pretrain.md").read_text()
+    assert "| byol | sim, sim (k-NN probe) |" in markdown and "| random | sim, sim (k-NN probe) |" in markdown
