@@ -33,7 +33,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from longtail.config import from_dict, load_yaml, merge, nested_overrides

@@ -2,7 +2,6 @@
 of a batch, give the loss and the gradients of one process on the whole batch (SupCon,
 BCL, PaCo, and SimCLR's NT-Xent of the self-supervised pre-training)."""
 
-import os
 
 import pytest
 import torch

@@ -50,7 +50,7 @@ def test_moco_v2_is_info_nce_over_the_keys_and_the_queue_then_queues_the_keys_an
     loss = moco.training_losses(views, torch.zeros(4, dtype=torch.long))["contrastive"]
     with torch.no_grad():
         queries = F.normalize(moco.projection(moco.features(views[:, 0])), dim=1).double()
-        keys = moco.key_encoder(views[:, 1]).double()
+        keys = F.normalize(moco.key_encoder(views[:, 1]), dim=1).double()
         queue, _ = moco.queue()
         references = torch.cat([keys, queue.double()])
     expected = sum(-math.log(math.exp(float(q @ keys[i]) / 0.2)

@@ -62,7 +62,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         args.posthoc, args.tau = "la", args.posthoc
     evaluation = evaluate(args.path, progress=not args.no_progress, overrides=args.overrides,
                           features=args.posthoc == "tau_norm" or args.knn is not None)
-    info, method, outputs = evaluation.info, evaluation.method, evaluation.outputs
+    info, outputs = evaluation.info, evaluation.outputs
     many, few = evaluation.config.eval.many, evaluation.config.eval.few
     results = evaluation.results
     if args.resample:

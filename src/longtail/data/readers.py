@@ -4,7 +4,6 @@ when used), labels and class names."""
 from __future__ import annotations
 
 import pickle
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np

@@ -6,25 +6,13 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from longtail.losses import LabelledQueue
 from longtail.losses.distributed import gather, own_positions
 from longtail.losses.parametric import ParametricContrastiveLoss
 from longtail.methods.base import ClassifierMethod
-from longtail.models import MomentumEncoder, ProjectionMLP
-
-
-class Embedding(nn.Module):
-    """A backbone and a projection: images -> L2-normalised embeddings (the key encoder's form)."""
-
-    def __init__(self, backbone: nn.Module, projection: nn.Module) -> None:
-        super().__init__()
-        self.backbone, self.projection = backbone, projection
-
-    def forward(self, images: Tensor) -> Tensor:
-        features = self.backbone(images.contiguous(memory_format=torch.channels_last))
-        return F.normalize(self.projection(features), dim=1)
+from longtail.models import MomentumEncoder, Projected, ProjectionMLP
 
 
 class GPaCo(ClassifierMethod):
@@ -114,16 +102,16 @@ class PaCo(GPaCo):
                  class_counts: Sequence[int] | None = None, **parts) -> None:
         super().__init__(alpha=alpha, temperature=temperature, queue_size=queue_size, decoupled=decoupled,
                          feat_dim=feat_dim, hidden_dim=hidden_dim, class_counts=class_counts, **parts)
-        self.key_encoder = MomentumEncoder(Embedding(self.backbone, self.projection), momentum)
+        self.key_encoder = MomentumEncoder(Projected(self.backbone, self.projection), momentum)
 
     def training_losses(self, views: Tensor, targets: Tensor) -> dict[str, Tensor]:
         features = self.features(views[:, 0])
         queries = F.normalize(self.projection(features), dim=1)
-        keys = self.key_encoder(views[:, 1]).to(queries.dtype)
+        keys = F.normalize(self.key_encoder(views[:, 1]), dim=1).to(queries.dtype)
         self._to_queue = keys, targets
         return {"parametric": self._loss(queries, targets, self.classifier(features), [queries, keys],
                                          [targets, targets])}
 
     def after_step(self) -> None:
         super().after_step()
-        self.key_encoder.update(Embedding(self.backbone, self.projection))
+        self.key_encoder.update(Projected(self.backbone, self.projection))

@@ -10,8 +10,7 @@ from longtail.losses import LabelledQueue, contrastive_loss
 from longtail.losses.distributed import gather, own_positions, world
 from longtail.losses.selfsupervised import TwinDistributionLoss
 from longtail.methods.base import ClassifierMethod
-from longtail.methods.parametric import Embedding
-from longtail.models import MomentumEncoder
+from longtail.models import MomentumEncoder, Projected
 
 
 class SelfSupervised(ClassifierMethod):
@@ -106,11 +105,11 @@ class MoCoV2(SelfSupervised):
         self.temperature = temperature
         self.projection = MoCoProjectionHead(self.backbone.num_features, hidden_dim, feat_dim)
         self.queue = LabelledQueue(queue_size, feat_dim)
-        self.key_encoder = MomentumEncoder(Embedding(self.backbone, self.projection), momentum)
+        self.key_encoder = MomentumEncoder(Projected(self.backbone, self.projection), momentum)
 
     def training_losses(self, views: Tensor, targets: Tensor) -> dict[str, Tensor]:
         queries = F.normalize(self.projection(self.features(views[:, 0])), dim=1)
-        keys = self.key_encoder(views[:, 1]).to(queries.dtype)
+        keys = F.normalize(self.key_encoder(views[:, 1]), dim=1).to(queries.dtype)
         self._to_queue = keys
         queue_keys, _ = self.queue()
         references = torch.cat([gather(keys), queue_keys.to(keys.dtype)])
@@ -122,7 +121,7 @@ class MoCoV2(SelfSupervised):
     def after_step(self) -> None:
         keys = gather(self._to_queue)
         self.queue.push(keys, torch.full((len(keys),), -1, device=keys.device))
-        self.key_encoder.update(Embedding(self.backbone, self.projection))
+        self.key_encoder.update(Projected(self.backbone, self.projection))
 
 
 class BYOL(SelfSupervised):
@@ -165,17 +164,6 @@ class BYOL(SelfSupervised):
     def after_step(self) -> None:
         progress = self.trainer.global_step / max(1, self.trainer.estimated_stepping_batches)
         self.target.update(Projected(self.backbone, self.projection), progress)
-
-
-class Projected(nn.Module):
-    """A backbone and a projection head: images -> projections (not normalised)."""
-
-    def __init__(self, backbone: nn.Module, projection: nn.Module) -> None:
-        super().__init__()
-        self.backbone, self.projection = backbone, projection
-
-    def forward(self, images: Tensor) -> Tensor:
-        return self.projection(self.backbone(images.contiguous(memory_format=torch.channels_last)))
 
 
 class SwAV(SelfSupervised):

@@ -1,7 +1,7 @@
 """Backbones (timm's interface), heads and the momentum encoder."""
 
 from longtail.models.backbones import BACKBONES, build_backbone
-from longtail.models.heads import CosineClassifier, ProjectionMLP, build_classifier
+from longtail.models.heads import CosineClassifier, Projected, ProjectionMLP, build_classifier
 from longtail.models.momentum import MomentumEncoder
 from longtail.models.resnet_cifar import CifarResNet, resnet32
 
@@ -10,6 +10,7 @@ __all__ = [
     "CifarResNet",
     "CosineClassifier",
     "MomentumEncoder",
+    "Projected",
     "ProjectionMLP",
     "build_backbone",
     "build_classifier",

@@ -25,6 +25,18 @@ class ProjectionMLP(nn.Sequential):
         )
 
 
+class Projected(nn.Module):
+    """A backbone and a projection head: images -> projections (not normalised), the form
+    of a momentum encoder's copy of both (MoCo's key encoder, BYOL's target)."""
+
+    def __init__(self, backbone: nn.Module, projection: nn.Module) -> None:
+        super().__init__()
+        self.backbone, self.projection = backbone, projection
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.projection(self.backbone(images.contiguous(memory_format=torch.channels_last)))
+
+
 class CosineClassifier(nn.Module):
     """Scaled cosine similarity between features and class weights.
 
