@@ -50,7 +50,7 @@ from longtail.data import DataSplits, LongTailDataModule, read_splits, shot_grou
 from longtail.data.cache import default_cache_dir
 from longtail.errors import ConfigError
 from longtail.evaluation import EvaluationOutputs, Outputs, summarize
-from longtail.evaluation.knn import KNN_K, KNN_TEMPERATURE, KNNMonitor, features_of, knn_scores, vote_logits
+from longtail.evaluation.knn import KNN_K, KNN_TEMPERATURE, KNNMonitor, features_of, knn_summary
 from longtail.evaluation.posthoc import normalized_calibration, tau_normalized_logits
 from longtail.files import AtomicCheckpointIO, atomic_write_text
 from longtail.hardware import warn_if_slow_precision
@@ -371,14 +371,13 @@ def write_run(built: Built, fitted: Fitted, outputs: Outputs, tested: Path, run_
         "logits_prior": method.logits_prior,
         "processes": trainer.world_size,
     }
-    if not method.trains_classifier:  # a pre-training: its representation is what the test measures
-        (train_features, train_labels), (test_features, test_labels) = (
-            features_of(method, datamodule, split) for split in ("train", "test"))
-        scores = knn_scores(train_features, train_labels, test_features, len(counts))
-        metrics["test"] = summarize(vote_logits(scores).cpu(), test_labels.cpu(), counts, config.eval.many,
-                                    config.eval.few)
-        metrics["probe"] = f"k-NN on the backbone's features (k {KNN_K}, temperature {KNN_TEMPERATURE:g})"
     if trainer.is_global_zero:
+        if not method.trains_classifier:  # a pre-training: its representation is what the test measures
+            (train_features, train_labels), (test_features, test_labels) = (
+                features_of(method, datamodule, split) for split in ("train", "test"))
+            metrics["test"] = knn_summary(train_features, train_labels, test_features, test_labels, counts,
+                                          config.eval.many, config.eval.few)
+            metrics["probe"] = f"k-NN on the backbone's features (k {KNN_K}, temperature {KNN_TEMPERATURE:g})"
         save_weights(run_dir / "model.safetensors", method.state_dict(), built.info)
         save_outputs(run_dir / "test_outputs.safetensors", outputs.logits, outputs.targets)
         atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
@@ -536,12 +535,10 @@ def knn_results(path: str | Path, evaluation: Evaluation, k: int = KNN_K, temper
     """The summary of a weighted k-NN on the features of ``evaluation`` (the test split of
     the checkpoint at ``path``, evaluated with its features), the checkpoint's un-augmented
     training set as the neighbours (``longtail.evaluation.knn.knn_scores``)."""
-    info, config = evaluation.info, evaluation.config
     train = evaluate(path, progress=False, features=True, split="train", overrides=overrides)
-    scores = knn_scores(train.outputs.features, train.outputs.targets, evaluation.outputs.features,
-                        len(info["classes"]), k=k, temperature=temperature)
-    return summarize(vote_logits(scores), evaluation.outputs.targets, info["class_counts"], config.eval.many,
-                     config.eval.few, resamples=resamples)
+    return knn_summary(train.outputs.features, train.outputs.targets, evaluation.outputs.features,
+                       evaluation.outputs.targets, evaluation.info["class_counts"], evaluation.config.eval.many,
+                       evaluation.config.eval.few, k, temperature, resamples)
 
 
 def posthoc_logits(name: str, evaluation: Evaluation, tau: float) -> torch.Tensor:

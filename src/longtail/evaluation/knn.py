@@ -3,12 +3,15 @@ representation that trains nothing."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
 from longtail.evaluation.metrics import shot_accuracy
+from longtail.evaluation.summary import summarize
 
 
 #: The weighted k-NN's neighbours and temperature: the self-supervised literature's protocol.
@@ -48,6 +51,15 @@ def vote_logits(scores: Tensor) -> Tensor:
     (for calibration and prediction) is that share."""
     votes = scores / scores.sum(dim=1, keepdim=True).clamp(min=1e-300)
     return votes.clamp(min=1e-12).log()
+
+
+def knn_summary(train_features: Tensor, train_labels: Tensor, features: Tensor, labels: Tensor,
+                train_counts: Sequence[int], many: int = 100, few: int = 20, k: int = KNN_K,
+                temperature: float = KNN_TEMPERATURE, resamples: int = 0) -> dict:
+    """``summarize`` of the weighted k-NN's votes (``knn_scores``, as ``vote_logits``) for
+    ``features`` with true ``labels``: the report of a representation, as of a classifier."""
+    scores = knn_scores(train_features, train_labels, features, len(train_counts), k, temperature)
+    return summarize(vote_logits(scores).cpu(), labels.cpu(), train_counts, many, few, resamples=resamples)
 
 
 @torch.no_grad()

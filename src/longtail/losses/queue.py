@@ -5,8 +5,36 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from longtail.losses.distributed import gather
 
-class LabelledQueue(nn.Module):
+
+class _KeyMemory(nn.Module):
+    """What every queue of keys shares: a step's keys held back until the step is taken.
+
+    A step's loss must not meet its own keys in the queue, and the keys of every process
+    must reach every process's queue: ``hold`` keeps this process's keys as the loss
+    produces them, ``push_held`` (after the optimiser's step) gathers every process's
+    held keys and pushes them. Keys held without labels are pushed as unlabelled (``-1``).
+    """
+
+    def push(self, keys: Tensor, labels: Tensor) -> None:
+        raise NotImplementedError
+
+    def hold(self, keys: Tensor, labels: Tensor | None = None) -> None:
+        """Keep ``keys [B, D]`` (and their ``labels [B]``) for ``push_held``."""
+        self._held = keys.detach(), labels
+
+    @torch.no_grad()
+    def push_held(self) -> None:
+        """Push the keys that every process holds, gathered, in rank order."""
+        keys, labels = self._held
+        del self._held
+        keys = gather(keys)
+        labels = torch.full((len(keys),), -1, device=keys.device) if labels is None else gather(labels)
+        self.push(keys, labels)
+
+
+class LabelledQueue(_KeyMemory):
     """The last ``size`` keys pushed, with their labels, first in first out.
 
     - [0] He et al., "Momentum Contrast for Unsupervised Visual Representation
@@ -17,8 +45,8 @@ class LabelledQueue(nn.Module):
     module's state: a checkpoint holds it and a resumed run continues with the same queue.
     Slots not yet written are left out of ``forward``. Unlabelled keys (self-supervised
     methods) carry label ``-1``, which ``contrastive_loss`` makes a negative of every
-    anchor. In a distributed run, gather the keys of every process before pushing, so that
-    every process holds the same queue.
+    anchor. In a distributed run, gather the keys of every process before pushing (as
+    ``push_held`` does), so that every process holds the same queue.
 
     Args:
         size: K, the number of keys kept.
@@ -68,7 +96,7 @@ class LabelledQueue(nn.Module):
         return self.keys[order], self.labels[order]
 
 
-class ClassBalancedQueue(nn.Module):
+class ClassBalancedQueue(_KeyMemory):
     """The last ``per_class`` keys of every class, first in first out within each class.
 
     - [0] Zhong et al., "Rebalanced Siamese Contrastive Mining for Long-Tailed
@@ -79,7 +107,8 @@ class ClassBalancedQueue(nn.Module):
     any of the tail's; this one keeps the same number of keys of every class once each
     has been seen ``per_class`` times. Buffers hold the keys, their slots' use and each
     class's write position, so checkpoints keep the queue. In a distributed run, push the
-    keys of every process, so that every process holds the same queue.
+    keys of every process (as ``push_held`` does), so that every process holds the same
+    queue.
 
     Args:
         num_classes: C.

@@ -16,6 +16,13 @@ from longtail.optim import OptimConfig
 OptimizerFactory = Callable[[Iterable[nn.Parameter], int], tuple[torch.optim.Optimizer, object]]
 
 
+def check_loss_weights(**weights: float) -> None:
+    """Refuse a negative weight of a loss term, naming it (``alpha=-1`` -> ``alpha must be ...``)."""
+    for name, value in weights.items():
+        if value < 0:
+            raise ValueError(f"{name} must be non-negative, got {value}")
+
+
 class ClassifierMethod(L.LightningModule):
     """A backbone and a classifier; subclasses define ``training_losses`` (by default, the
     classifier's loss on the first view).

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from longtail.losses import SupConLoss
 from longtail.losses.distributed import gather
 from longtail.losses.targeted import TargetedSupConLoss
-from longtail.methods.base import ClassifierMethod
+from longtail.methods.base import ClassifierMethod, check_loss_weights
 from longtail.models import ProjectionMLP
 
 
@@ -40,9 +40,7 @@ class SupCon(ClassifierMethod):
     def __init__(self, *, alpha: float = 1.0, beta: float = 1.0, temperature: float = 0.1, decoupled: bool = False,
                  feat_dim: int = 128, hidden_dim: int = 512, **parts) -> None:
         super().__init__(**parts)
-        for name, value in (("alpha", alpha), ("beta", beta)):
-            if value < 0:
-                raise ValueError(f"{name} must be non-negative, got {value}")
+        check_loss_weights(alpha=alpha, beta=beta)
         self.alpha, self.beta = alpha, beta
         self.num_views = self.views_needed({"alpha": alpha})
         self.projection = ProjectionMLP(self.backbone.num_features, hidden_dim, feat_dim)

@@ -60,7 +60,7 @@ class GPaCo(ClassifierMethod):
         features = self.features(views[:, :2].transpose(0, 1).flatten(0, 1))
         embeddings = F.normalize(self.projection(features), dim=1)
         labels = targets.repeat(2)
-        self._to_queue = embeddings[batch:].detach(), targets
+        self.queue.hold(embeddings[batch:], targets)
         return {"parametric": self._loss(embeddings, labels, self.classifier(features), [embeddings], [labels])}
 
     def _loss(self, anchors: Tensor, labels: Tensor, logits: Tensor, members: list[Tensor],
@@ -74,8 +74,7 @@ class GPaCo(ClassifierMethod):
         return self.parametric_loss(anchors, labels, logits, references, reference_labels, own)
 
     def after_step(self) -> None:
-        keys, labels = self._to_queue
-        self.queue.push(gather(keys), gather(labels))
+        self.queue.push_held()
 
 
 class PaCo(GPaCo):
@@ -108,7 +107,7 @@ class PaCo(GPaCo):
         features = self.features(views[:, 0])
         queries = F.normalize(self.projection(features), dim=1)
         keys = F.normalize(self.key_encoder(views[:, 1]), dim=1).to(queries.dtype)
-        self._to_queue = keys, targets
+        self.queue.hold(keys, targets)
         return {"parametric": self._loss(queries, targets, self.classifier(features), [queries, keys],
                                          [targets, targets])}
 

@@ -10,7 +10,7 @@ from torch import Tensor
 from longtail.losses.distributed import gather, own_positions
 from longtail.losses.queue import ClassBalancedQueue
 from longtail.losses.rescom import ResComLoss
-from longtail.methods.base import ClassifierMethod
+from longtail.methods.base import ClassifierMethod, check_loss_weights
 from longtail.models import ProjectionMLP
 
 
@@ -49,9 +49,7 @@ class ResCom(ClassifierMethod):
         super().__init__(**parts)
         if class_counts is None:
             raise ValueError("needs class_counts, for the class weights")
-        for name, value in (("alpha", alpha), ("beta", beta)):
-            if value < 0:
-                raise ValueError(f"{name} must be non-negative, got {value}")
+        check_loss_weights(alpha=alpha, beta=beta)
         self.alpha, self.beta = alpha, beta
         self.projection = ProjectionMLP(self.backbone.num_features, hidden_dim, feat_dim)
         self.queue = ClassBalancedQueue(len(class_counts), queue_per_class, feat_dim)
@@ -63,7 +61,7 @@ class ResCom(ClassifierMethod):
         features = self.features(views[:, :2].transpose(0, 1).flatten(0, 1))
         labels = targets.repeat(2)
         embeddings = F.normalize(self.projection(features), dim=1)
-        self._to_queue = embeddings[:batch].detach(), targets
+        self.queue.hold(embeddings[:batch], targets)
         queue_keys, queue_labels = self.queue()
         contrastive = self.contrastive_loss(embeddings, labels, gather(embeddings), gather(labels),
                                             own_positions(len(embeddings), embeddings.device),
@@ -72,5 +70,4 @@ class ResCom(ClassifierMethod):
                 "contrastive": self.beta * contrastive}
 
     def after_step(self) -> None:
-        keys, labels = self._to_queue
-        self.queue.push(gather(keys), gather(labels))
+        self.queue.push_held()

@@ -110,7 +110,7 @@ class MoCoV2(SelfSupervised):
     def training_losses(self, views: Tensor, targets: Tensor) -> dict[str, Tensor]:
         queries = F.normalize(self.projection(self.features(views[:, 0])), dim=1)
         keys = F.normalize(self.key_encoder(views[:, 1]), dim=1).to(queries.dtype)
-        self._to_queue = keys
+        self.queue.hold(keys)
         queue_keys, _ = self.queue()
         references = torch.cat([gather(keys), queue_keys.to(keys.dtype)])
         unlabelled = torch.full((len(references),), -1, device=keys.device)
@@ -119,8 +119,7 @@ class MoCoV2(SelfSupervised):
         return {"contrastive": loss}
 
     def after_step(self) -> None:
-        keys = gather(self._to_queue)
-        self.queue.push(keys, torch.full((len(keys),), -1, device=keys.device))
+        self.queue.push_held()
         self.key_encoder.update(Projected(self.backbone, self.projection))
 
 
