@@ -80,7 +80,7 @@ SUPERVISED = ("method.name=supervised",)
 #: ``--name cifar10_lt100_pretrain``.
 SELF_SUPERVISED_ROWS = {
     name: Row((f"method.name={name}",), views="sim, sim, sim, sim" if name == "swav" else "sim, sim")
-    for name in ("simclr", "moco_v2", "byol", "sdclr", "twist", "swav")
+    for name in ("simclr", "moco_v2", "byol", "sdclr", "twist", "swav", "boosted_simclr", "boosted_sdclr")
 }
 #: The rows by name (``--methods``). The single-view rows train on BCL's classifier view
 #: unless they say ``standard`` (random crop and flip).
@@ -316,6 +316,9 @@ ORDERINGS = (
     ("bcl", "supcon"),  # Zhu et al., CVPR 2022
     ("paco", "supcon"),  # Cui et al., ICCV 2021
     ("rescom", "supcon"),  # Zhong et al., 2022
+    ("sdclr", "simclr"),  # Jiang et al., ICML 2021
+    ("boosted_simclr", "simclr"),  # Zhou et al., ICML 2022
+    ("boosted_sdclr", "sdclr"),  # Zhou et al., ICML 2022
 )
 
 

@@ -34,7 +34,7 @@ def assert_close_to_reference(mine, theirs, name):
 
 @pytest.mark.parametrize("name", [*GEOMETRIC, *OPERATIONS])
 def test_each_operation_is_torchvisions_at_each_images_own_magnitude(name):
-    bins, signed = v2.AutoAugment._AUGMENTATION_SPACE[name]
+    bins, signed = {**v2.AutoAugment._AUGMENTATION_SPACE, **v2.RandAugment._AUGMENTATION_SPACE}[name]
     values = bins(10, 32, 32)
     x = images(6)
     if values is None:

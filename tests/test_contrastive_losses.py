@@ -302,7 +302,7 @@ def test_supcon_decoupled_matches_dcl_loop(seed, V):
 @pytest.mark.parametrize("decoupled", [False, True])
 def test_contrastive_loss_extra_logits_and_decoupling(seed, decoupled):
     # the anchors' own entries are the first N references; E extra logits, some positive
-    N, M, E, C, D, T = 5, 9, 4, 3, 6, 0.2
+    N, M, E, D, T = 5, 9, 4, 6, 0.2
     anchors = _unit((N, D), seed)
     references = torch.cat([anchors, _unit((M - N, D), 50 + seed)])
     labels = torch.tensor([0, 0, 1, 2, 1])

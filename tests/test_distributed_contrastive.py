@@ -1,6 +1,7 @@
 """Contrastive losses under DDP see the global batch: two gloo processes, each with half
 of a batch, give the loss and the gradients of one process on the whole batch (SupCon,
-BCL, PaCo, and SimCLR's NT-Xent of the self-supervised pre-training)."""
+BCL, PaCo, and SimCLR's NT-Xent of the self-supervised pre-training); the per-image
+NT-Xent of boosted contrastive learning, and the momentum losses it feeds, too."""
 
 
 import pytest
@@ -12,6 +13,8 @@ from torch import nn
 
 from longtail.losses import BalancedContrastiveLoss, ParametricContrastiveLoss, SupConLoss
 from longtail.losses.distributed import gather, own_positions
+from longtail.losses.memorization import MomentumLoss
+from longtail.losses.selfsupervised import ntxent_per_image
 
 BATCH, VIEWS, INPUT, DIM, CLASSES, QUEUE = 8, 2, 6, 5, 3, 4
 
@@ -104,3 +107,37 @@ def test_one_process_is_the_identity_of_the_gathers():
     x = torch.randn(3, 2, requires_grad=True)
     assert gather(x) is x
     assert own_positions(3, x.device).tolist() == [0, 1, 2]
+
+
+def momentum_losses(share, world):
+    """Two epochs of momentum losses of the batch's images, this process recording its share."""
+    model = Model()
+    images = data()[0]
+    indices = torch.tensor([5, 0, 7, 2, 9, 3, 1, 8])
+    memory = MomentumLoss(10, beta=0.5)
+    with torch.no_grad():
+        embeddings = model(images[share])[0]
+    for epoch in range(2):
+        memory.start_epoch(epoch)
+        memory.record(indices[share], ntxent_per_image(embeddings[:, 0], embeddings[:, 1], 0.5) * (epoch + 1))
+    memory.start_epoch(2)
+    return memory
+
+
+def momentum_worker(rank, world, rendezvous, out):
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
+    try:
+        memory = momentum_losses(slice(rank * BATCH // world, (rank + 1) * BATCH // world), world)
+        torch.save(memory.state_dict(), f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_record_the_momentum_losses_of_one_on_the_concatenated_batch(tmp_path):
+    expected = momentum_losses(slice(None), 1).state_dict()
+    assert expected["averaged"].sum() == BATCH
+    mp.spawn(momentum_worker, args=(2, tmp_path / "rendezvous", tmp_path / "result"), nprocs=2, join=True)
+    for rank in range(2):
+        result = torch.load(tmp_path / f"result.{rank}")
+        for key, value in expected.items():
+            torch.testing.assert_close(result[key], value, rtol=1e-5, atol=1e-6, msg=lambda m: f"{key}: {m}")

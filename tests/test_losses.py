@@ -295,7 +295,7 @@ def test_supcon_matches_loop(V, seed):
 
 
 def test_supcon_temperature():
-    B, V, C, D = 8, 2, 4, 12
+    B, V, D = 8, 2, 12
     targets = torch.tensor([0, 1, 2, 3, 0, 1, 2, 0], dtype=torch.int64)
     features = _unit((B, V, D), 24)
     loss = SupConLoss(temperature=0.3)(features, targets)

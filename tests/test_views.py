@@ -164,7 +164,7 @@ def test_the_datamodule_serves_mixed_sizes_at_the_image_size(tmp_path):
     with pytest.raises(ValueError, match="data.image_size"):
         LongTailDataModule(splits, views=["standard"], num_workers=0)
     data = LongTailDataModule(splits, views=["standard", "sim"], batch_size=4, num_workers=0, image_size=16)
-    views, labels = data.finish(next(iter(data.train_dataloader())))
+    views, labels, _ = data.finish(next(iter(data.train_dataloader())))
     assert views.shape == (4, 2, 3, 16, 16)
     images, _ = data.finish(next(iter(data.test_dataloader())))
     assert images.shape == (4, 3, 16, 16)

@@ -132,9 +132,11 @@ def _posterize(images: Tensor, bits: Tensor) -> Tensor:
     return images & _column(keep.to(torch.uint8))
 
 
-#: AutoAugment's other operations on uint8 ``[N, 3, H, W]``, each image at its own
-#: magnitude (``[N]`` float, torchvision's scale; the factors' ``1 +`` included here, as there).
+#: AutoAugment's and RandAugment's other operations on uint8 ``[N, 3, H, W]``, each image
+#: at its own magnitude (``[N]`` float, torchvision's scale; the factors' ``1 +`` included
+#: here, as there).
 OPERATIONS = {
+    "Identity": lambda x, m: x,
     "Brightness": lambda x, m: _blend(x, torch.zeros((), device=x.device), m),
     "Color": lambda x, m: _blend(x, _grey(x), m),
     "Contrast": lambda x, m: _blend(x, _grey(x).mean(dim=(1, 2, 3), keepdim=True), m),
@@ -145,6 +147,38 @@ OPERATIONS = {
     "Equalize": lambda x, m: v2.functional.equalize(x),
     "Invert": lambda x, m: 255 - x,
 }
+
+
+def _apply_step(images: Tensor, names: list[str], drew: Tensor, kind: Tensor, magnitude: Tensor) -> None:
+    """One step of a policy, in place on uint8 ``images [B, 3, H, W]``: image ``i`` goes
+    through the operation ``names[kind[i]]`` at ``magnitude[i]`` where ``drew[i]``. The
+    images that drew the same operation go through it together, and every geometric one
+    of the step shares one resampling. ``drew``, ``kind`` and ``magnitude`` are ``[B]`` on
+    the CPU."""
+    batch, _, height, width = images.shape
+    geometric = torch.tensor([name in GEOMETRIC for name in names])[kind]
+    moves = drew & geometric
+    if moves.any():
+        inverse, offset = torch.eye(2).repeat(batch, 1, 1), torch.zeros(batch, 2)
+        for index in kind[moves].unique().tolist():
+            members = drew & (kind == index)
+            inverse[members], offset[members] = GEOMETRIC[names[index]](magnitude[members], height, width)
+        where = moves.nonzero().squeeze(1).to(images.device)
+        images[where] = _affine(images[where], inverse[moves].to(images.device), offset[moves].to(images.device))
+    for index in kind[drew & ~geometric].unique().tolist():
+        members = (drew & (kind == index)).nonzero().squeeze(1)
+        where = members.to(images.device)
+        images[where] = OPERATIONS[names[index]](images[where], magnitude[members].to(images.device))
+
+
+def _magnitude_bins(policy: v2.Transform, names: list[str], bins: int, height: int, width: int) -> Tensor:
+    """``[operations, bins]``: the magnitude bins of each of ``names`` in a torchvision
+    automatic augmentation's space (0 for an operation without a magnitude)."""
+    rows = []
+    for name in names:
+        values = policy._AUGMENTATION_SPACE[name][0](bins, height, width)
+        rows.append(torch.zeros(bins) if values is None else values.float())
+    return torch.stack(rows)
 
 
 class BatchAutoAugment(nn.Module):
@@ -175,17 +209,12 @@ class BatchAutoAugment(nn.Module):
         self.probability = torch.tensor([[step[1] for step in row] for row in table])
         self.magnitude_bin = torch.tensor([[step[2] for step in row] for row in table])
         self.signed = torch.tensor([self.reference._AUGMENTATION_SPACE[name][1] for name in self.names])
-        self.geometric = torch.tensor([name in GEOMETRIC for name in self.names])
         self._magnitudes: dict[tuple[int, int], Tensor] = {}
 
     def magnitudes(self, height: int, width: int) -> Tensor:
         """``[operations, 10]``: torchvision's ten magnitude bins of each operation."""
         if (height, width) not in self._magnitudes:
-            rows = []
-            for name in self.names:
-                bins = self.reference._AUGMENTATION_SPACE[name][0](10, height, width)
-                rows.append(torch.zeros(10) if bins is None else bins.float())
-            self._magnitudes[height, width] = torch.stack(rows)
+            self._magnitudes[height, width] = _magnitude_bins(self.reference, self.names, 10, height, width)
         return self._magnitudes[height, width]
 
     def forward(self, images: Tensor) -> Tensor:
@@ -195,20 +224,58 @@ class BatchAutoAugment(nn.Module):
         operation = self.operation[chosen]
         magnitude = self.magnitudes(height, width)[operation, self.magnitude_bin[chosen]]
         magnitude = torch.where(self.signed[operation] & (torch.rand(batch, 2) <= 0.5), -magnitude, magnitude)
-        out, geometric = images.clone(), self.geometric
+        out = images.clone()
         for step in range(2):
-            drew, kind = applies[:, step], operation[:, step]
-            moves = drew & geometric[kind]
-            if moves.any():  # every geometric operation of the step in one resampling
-                inverse, offset = torch.eye(2).repeat(batch, 1, 1), torch.zeros(batch, 2)
-                for index in kind[moves].unique().tolist():
-                    members = drew & (kind == index)
-                    inverse[members], offset[members] = GEOMETRIC[self.names[index]](
-                        magnitude[members, step], height, width)
-                where = moves.nonzero().squeeze(1).to(images.device)
-                out[where] = _affine(out[where], inverse[moves].to(images.device), offset[moves].to(images.device))
-            for index in kind[drew & ~geometric[kind]].unique().tolist():
-                members = (drew & (kind == index)).nonzero().squeeze(1)
-                where = members.to(images.device)
-                out[where] = OPERATIONS[self.names[index]](out[where], magnitude[members, step].to(images.device))
+            _apply_step(out, self.names, applies[:, step], operation[:, step], magnitude[:, step])
+        return out
+
+
+class StrengthRandAugment(nn.Module):
+    """RandAugment at each image's own strength: memorisation-boosted augmentation.
+
+    - [0] Zhou et al., "Contrastive Learning with Boosted Memorization", ICML 2022,
+      https://arxiv.org/abs/2205.12693 (Sec. 3.3, the augmentation that each sample's
+      memorisation score drives)
+    - [1] Cubuk et al., "RandAugment: Practical automated data augmentation with a
+      reduced search space", NeurIPS 2020, https://arxiv.org/abs/1909.13719 (the operations)
+
+    Image ``i`` of strength ``s_i`` in [0, 1] draws ``num_ops`` operations uniformly from
+    torchvision's ``RandAugment`` space; each applies with probability ``s_i``, at magnitude
+    bin ``round(30 s_i u)`` of its 31 (``u`` uniform on [0, 1], drawn per operation),
+    negated with probability 0.5 for the signed ones. Strength 0 leaves an image as it is;
+    strength 1 applies every operation drawn, at a uniform magnitude. The images that drew
+    the same operation go through it together (as in ``BatchAutoAugment``); the draws come
+    from torch's default generator on the CPU (seeded by the batch stage).
+
+    Shapes:
+        uint8 ``[B, 3, H, W]`` and strengths ``[B]`` -> uint8 ``[B, 3, H, W]``.
+    """
+
+    bins = 31
+
+    def __init__(self, num_ops: int = 1) -> None:
+        super().__init__()
+        if num_ops < 1:
+            raise ValueError(f"num_ops must be at least 1, got {num_ops}")
+        self.num_ops = num_ops
+        self.reference = v2.RandAugment(num_magnitude_bins=self.bins)
+        self.names = list(self.reference._AUGMENTATION_SPACE)
+        self.signed = torch.tensor([self.reference._AUGMENTATION_SPACE[name][1] for name in self.names])
+        self._magnitudes: dict[tuple[int, int], Tensor] = {}
+
+    def forward(self, images: Tensor, strength: Tensor) -> Tensor:
+        batch, _, height, width = images.shape
+        if strength.shape != (batch,):
+            raise ValueError(f"expected a strength per image, [{batch}], got {tuple(strength.shape)}")
+        if (height, width) not in self._magnitudes:
+            self._magnitudes[height, width] = _magnitude_bins(self.reference, self.names, self.bins, height, width)
+        strength = strength.detach().float().cpu().clamp(0, 1)[:, None]
+        operation = torch.randint(len(self.names), (batch, self.num_ops))
+        applies = torch.rand(batch, self.num_ops) < strength
+        level = (strength * torch.rand(batch, self.num_ops) * (self.bins - 1)).round().long()
+        magnitude = self._magnitudes[height, width][operation, level]
+        magnitude = torch.where(self.signed[operation] & (torch.rand(batch, self.num_ops) < 0.5), -magnitude, magnitude)
+        out = images.clone()
+        for step in range(self.num_ops):
+            _apply_step(out, self.names, applies[:, step], operation[:, step], magnitude[:, step])
         return out

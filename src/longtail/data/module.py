@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from functools import partial
 from typing import NamedTuple
 
 import lightning as L
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from longtail.data.batch_augment import StrengthRandAugment
 from longtail.data.images import DataSplits, ImageFiles, LabeledImages
 from longtail.data.samplers import SAMPLERS, EpochSampler
 from longtail.data.transforms import MultiView, View, seeded, view_transform
@@ -24,6 +26,7 @@ class ImageBatch(NamedTuple):
     labels: torch.Tensor  #: ``[B]``
     seed: int | None  #: seeds the batch stage; ``None``: unseeded
     training: bool  #: training views, or one evaluation view
+    indices: torch.Tensor  #: ``[B]``, the images' positions in their split
 
 
 class TransformedImages(Dataset):
@@ -58,7 +61,7 @@ class TransformedImages(Dataset):
             images = rows[:, None].expand(-1, len(self.transform.views), -1, -1, -1).contiguous()
         labels = torch.as_tensor(self.data.labels[indices])
         seed = None if keys[0][1] is None else keys[0][1] ^ BATCH_SEED_MASK
-        return ImageBatch(images, labels, seed, self.training)
+        return ImageBatch(images, labels, seed, self.training, torch.as_tensor(indices))
 
 
 #: Keeps a batch stage's seed apart from the image stage seed of the batch's first item.
@@ -113,10 +116,13 @@ def default_num_workers() -> int:
 
 
 class LongTailDataModule(L.LightningDataModule):
-    """Training batches of views ``[B, V, 3, S, S]`` and test batches ``[B, 3, S, S]``.
+    """Training batches ``(views [B, V, 3, S, S], labels [B], indices [B])`` (``indices``:
+    the images' positions in the training set) and test batches ``(images [B, 3, S, S],
+    labels [B])``.
 
     The loaders give ``ImageBatch``es of uint8 views; Lightning hands each one, once on its
     device, to ``finish`` (``on_after_batch_transfer``), which runs the views' batch stage.
+    A method may ``boost`` each training image's augmentation by a strength of its own.
 
     Args:
         splits: the long-tailed training set, the test set and an optional validation set.
@@ -167,6 +173,7 @@ class LongTailDataModule(L.LightningDataModule):
         self.train_sampler = EpochSampler(splits.train.labels, sampler, seed, epochs)
         self.resume_step: int | None = None
         self.test_split = test_split
+        self.boosted: tuple[StrengthRandAugment, torch.Tensor] | None = None
 
     @property
     def class_counts(self) -> list[int]:
@@ -219,13 +226,26 @@ class LongTailDataModule(L.LightningDataModule):
         fit = view_transform("none", self.size, self.mean, self.std, square_side(data.images)).image
         return TransformedImages(data, MultiView([View(fit, self.eval_views.views[0].batch)]), training=False)
 
-    def finish(self, batch: ImageBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(views, labels)`` of a loader's batch: its batch stage, seeded as the loader
-        said, run where the batch is. Training views ``[B, V, 3, S, S]``, evaluation images
-        ``[B, 3, S, S]``, float32."""
-        views = self.train_views if batch.training else self.eval_views
-        images = views.batch(batch.images, batch.seed)
-        return (images if batch.training else images[:, 0]), batch.labels
+    def boost(self, strength: torch.Tensor | None, num_ops: int = 1) -> None:
+        """From now on, end every training view with ``StrengthRandAugment(num_ops)`` at
+        ``strength[i]`` (in [0, 1]) for training image ``i``; ``None``: stop."""
+        if strength is not None and strength.shape != (len(self.splits.train),):
+            raise ValueError(f"expected a strength per training image, [{len(self.splits.train)}], "
+                             f"got {tuple(strength.shape)}")
+        self.boosted = None if strength is None else (StrengthRandAugment(num_ops), strength.detach().cpu())
+
+    def finish(self, batch: ImageBatch) -> tuple[torch.Tensor, ...]:
+        """The tensors of a loader's batch: its batch stage, seeded as the loader said, run
+        where the batch is. Training ``(views [B, V, 3, S, S], labels, indices)``, evaluation
+        ``(images [B, 3, S, S], labels)``; images float32."""
+        if not batch.training:
+            return self.eval_views.batch(batch.images, batch.seed)[:, 0], batch.labels
+        boost = None
+        if self.boosted is not None:
+            augment, strength = self.boosted
+            strength = strength[batch.indices.cpu()]
+            boost = partial(augment, strength=strength) if strength.any() else None  # else the plain views
+        return self.train_views.batch(batch.images, batch.seed, boost), batch.labels, batch.indices
 
     def on_after_batch_transfer(self, batch: ImageBatch, dataloader_idx: int):
         return self.finish(batch)

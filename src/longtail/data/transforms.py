@@ -46,7 +46,7 @@ padding; large ones (ImageNet) with random resized crops, and evaluated on a cen
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -190,7 +190,10 @@ class Cutout(nn.Module):
 class BatchStage(nn.Module):
     """Stage 2 of a view: uint8 ``[B, 3, S, S]`` -> normalised float32, each sample
     augmented with its own draw: ``uint8_steps``, then ``steps`` on floats in ``[0, 1]``;
-    ``cutout``: the side of Cutout's square (0: none)."""
+    ``cutout``: the side of Cutout's square (0: none).
+
+    A ``boost`` given to ``forward`` (uint8 -> uint8, e.g. ``StrengthRandAugment`` at each
+    sample's strength) runs last, before normalising, on the images rounded to uint8."""
 
     def __init__(self, steps: Sequence[nn.Module], mean: Sequence[float], std: Sequence[float],
                  cutout: int = 0, uint8_steps: Sequence[nn.Module] = ()) -> None:
@@ -201,8 +204,10 @@ class BatchStage(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
         self.cutout = Cutout(cutout) if cutout else None
 
-    def forward(self, images: Tensor) -> Tensor:
+    def forward(self, images: Tensor, boost: Callable[[Tensor], Tensor] | None = None) -> Tensor:
         x = self.steps(self.uint8_steps(images).float().div_(255))
+        if boost is not None:
+            x = boost(x.mul_(255).round_().to(torch.uint8)).float().div_(255)
         x = (x - self.mean.to(x.device)) / self.std.to(x.device)
         return x if self.cutout is None else self.cutout(x)
 
@@ -268,7 +273,8 @@ class MultiView:
     def images(self, image: Tensor) -> Tensor:
         return torch.stack([image if view.image is None else view.image(image) for view in self.views])
 
-    def batch(self, images: Tensor, seed: int | None = None) -> Tensor:
-        """Stage 2, drawing from torch's generator seeded with ``seed`` (see ``seeded``)."""
+    def batch(self, images: Tensor, seed: int | None = None, boost: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+        """Stage 2, drawing from torch's generator seeded with ``seed`` (see ``seeded``);
+        ``boost``, when given, ends every view's stage (see ``BatchStage``)."""
         with seeded(seed):
-            return torch.stack([view.batch(images[:, i]) for i, view in enumerate(self.views)], dim=1)
+            return torch.stack([view.batch(images[:, i], boost) for i, view in enumerate(self.views)], dim=1)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from longtail.losses.distributed import gather
+from longtail.losses.distributed import gather, own_positions
 
 
 def _entropy(probabilities: Tensor) -> Tensor:
@@ -36,3 +38,29 @@ class TwinDistributionLoss(nn.Module):
         sharpness = 0.5 * (_entropy(p1).mean() + _entropy(p2).mean())
         diversity = 0.5 * (_entropy(gather(p1).mean(dim=0)) + _entropy(gather(p2).mean(dim=0)))
         return consistency + sharpness - diversity
+
+
+def ntxent_per_image(first: Tensor, second: Tensor, temperature: float) -> Tensor:
+    """Each image's NT-Xent: ``[B]``, the mean over its two views as anchors of
+    ``-log exp(s(a, a+)/T) / sum_{r != a} exp(s(a, r)/T)``, ``s`` the cosine similarity,
+    ``a+`` the image's other view, ``r`` every other embedding of the batch (of every
+    process): the per-image terms whose mean is SimCLR's loss.
+
+    - [0] Chen et al., "A Simple Framework for Contrastive Learning of Visual
+      Representations", ICML 2020, https://arxiv.org/abs/2002.05709 (Sec. 2.1, eq. 1)
+
+    Shapes:
+        ``first``, ``second`` ``[B, D]``, the two views' embeddings -> ``[B]``.
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    anchors = F.normalize(torch.cat([first, second]).float(), dim=1)
+    everyone = torch.cat([gather(anchors[: len(first)]), gather(anchors[len(first):])])
+    own = own_positions(len(first), first.device)
+    own = torch.cat([own, own + len(everyone) // 2])
+    positive = torch.cat([own[len(first):], own[: len(first)]])
+    logits = anchors @ everyone.T / temperature
+    rows = torch.arange(len(anchors), device=anchors.device)
+    logits[rows, own] = float("-inf")
+    losses = logits.logsumexp(dim=1) - logits[rows, positive]
+    return losses.view(2, -1).mean(dim=0)

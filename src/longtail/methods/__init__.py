@@ -5,6 +5,7 @@ from typing import NamedTuple
 from longtail.errors import NonFiniteLossError
 from longtail.methods.base import ClassifierMethod, OptimizerFactory
 from longtail.methods.bcl import BCL
+from longtail.methods.boosted import BoostedSDCLR, BoostedSimCLR
 from longtail.methods.contrastive import TSC, SupCon
 from longtail.methods.decoupled import (
     ClassifierRetraining,
@@ -91,6 +92,14 @@ METHODS = {
         SDCLR, "self-supervised: SDCLR, SimCLR between the network and its magnitude-pruned self (Jiang et al., "
         "ICML 2021); longtail pretrain", "ce",
     ),
+    "boosted_simclr": MethodEntry(
+        BoostedSimCLR, "self-supervised: boosted contrastive learning on SimCLR, each image's views augmented by its "
+        "momentum loss (Zhou et al., ICML 2022, BCL-I); longtail pretrain", "ce",
+    ),
+    "boosted_sdclr": MethodEntry(
+        BoostedSDCLR, "self-supervised: boosted contrastive learning on SDCLR (Zhou et al., ICML 2022, BCL-D); "
+        "longtail pretrain", "ce",
+    ),
     "ce": MethodEntry(Supervised, "cross-entropy baseline, one branch", "ce", True),
     "logit_adjustment": MethodEntry(
         Supervised, "logit-adjusted cross-entropy, one branch (Menon et al., ICLR 2021)", "logit_adjusted", True
@@ -125,6 +134,8 @@ METHODS = {
 __all__ = [
     "BCL",
     "BYOL",
+    "BoostedSDCLR",
+    "BoostedSimCLR",
     "METHODS",
     "ClassifierMethod",
     "ClassifierRetraining",

@@ -32,7 +32,8 @@ class ClassifierMethod(L.LightningModule):
     ``**parts`` and hands them on, never repeating this signature.
 
     The training batch is ``(views [B, V, 3, H, W], targets [B])`` with ``num_views``
-    views; evaluation batches are ``(images [B, 3, H, W], targets [B])``, and the
+    views, and from ``LongTailDataModule`` a third member, the images' indices ``[B]`` in
+    the training set (read by the methods that keep a record per image); evaluation batches are ``(images [B, 3, H, W], targets [B])``, and the
     validation and test steps return ``evaluation_outputs`` with the targets, for an
     evaluation callback to collect (``longtail.evaluation.EvaluationOutputs``).
 
@@ -190,8 +191,8 @@ class ClassifierMethod(L.LightningModule):
             f"{self.skipped_steps} step(s) skipped so far (trainer.skip_nonfinite={self.max_skipped_steps})"
         )
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
-        views, targets = batch
+    def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor | None:
+        views, targets = batch[0], batch[1]  # a third, the images' indices, for the methods that read it
         terms = self.training_losses(views, targets)
         self._step_applied = self._check_finite(terms)
         if not self._step_applied:

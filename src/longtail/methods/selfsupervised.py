@@ -62,13 +62,18 @@ class SimCLR(SelfSupervised):
             raise ValueError(f"objective must be one of {', '.join(losses)}, got {objective!r}")
         if not temperature > 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
+        self.temperature = temperature
         self.projection = SimCLRProjectionHead(self.backbone.num_features, hidden_dim, feat_dim)
         self.contrastive_loss = losses[objective](temperature=temperature, gather_distributed=True)
 
-    def training_losses(self, views: Tensor, targets: Tensor) -> dict[str, Tensor]:
+    def embeddings(self, views: Tensor) -> tuple[Tensor, Tensor]:
+        """The two views' projected embeddings, ``[B, D]`` each."""
         batch = len(views)
         embeddings = self.projection(self.features(views[:, :2].transpose(0, 1).flatten(0, 1)))
-        return {"contrastive": self.contrastive_loss(embeddings[:batch], embeddings[batch:])}
+        return embeddings[:batch], embeddings[batch:]
+
+    def training_losses(self, views: Tensor, targets: Tensor) -> dict[str, Tensor]:
+        return {"contrastive": self.contrastive_loss(*self.embeddings(views))}
 
 
 class MoCoV2(SelfSupervised):
@@ -309,7 +314,6 @@ class SDCLR(SimCLR):
         images = images.contiguous(memory_format=torch.channels_last)
         return torch.func.functional_call(self.backbone, weights, (images,), strict=False)
 
-    def training_losses(self, views: Tensor, targets: Tensor) -> dict[str, Tensor]:
-        dense = self.projection(self.features(views[:, 0]))
-        pruned = self.projection(self.pruned_features(views[:, 1]))
-        return {"contrastive": self.contrastive_loss(dense, pruned)}
+    def embeddings(self, views: Tensor) -> tuple[Tensor, Tensor]:
+        """The dense branch's embedding of the first view and the pruned branch's of the second."""
+        return self.projection(self.features(views[:, 0])), self.projection(self.pruned_features(views[:, 1]))
