@@ -143,6 +143,16 @@ def test_swav_is_the_swapped_prediction_of_the_global_views_codes_small_crops_in
     assert loss.item() == pytest.approx(float(sum(terms) / len(terms)), rel=1e-4)
 
 
+@pytest.mark.parametrize("frozen_epochs", [0, 1])
+def test_swav_leaves_its_prototypes_as_drawn_in_the_first_epoch(frozen_epochs):
+    swav = method("method.name=swav", "method.prototypes=6", "method.small_crops=0", "data.views=[sim, sim]",
+                  f"method.frozen_epochs={frozen_epochs}")
+    swav.training_losses(torch.randn(8, 2, 3, 8, 8), torch.zeros(8, dtype=torch.long))["swapped"].backward()
+    swav.on_after_backward()  # epoch 0
+    assert all((p.grad is None) == (frozen_epochs == 1) for p in swav.prototypes.parameters())
+    assert swav.projection.parameters().__next__().grad.abs().max() > 0  # the rest still learns
+
+
 def test_twist_is_symmetric_kl_plus_sample_entropy_minus_batch_entropy():
     from longtail.losses.selfsupervised import TwinDistributionLoss
 

@@ -183,27 +183,33 @@ class SwAV(SelfSupervised):
     ``iterations``; across every process in a distributed run), and every view predicts the
     codes of the other global views with a softmax at ``temperature`` (lightly's loss).
     Multi-crop: the views after the first two are shrunk to ``small_scale`` of the side,
-    the small crops the paper adds at little cost.
+    the small crops the paper adds at little cost. The prototypes stay as drawn for the
+    first ``frozen_epochs`` (the paper freezes them for the first epoch, Appendix A, so that
+    the early codes have fixed targets): their gradient is dropped, and no weight decay or
+    momentum moves them.
 
     Args:
         prototypes: K, the number of prototypes.
         temperature, epsilon, iterations: those of the loss and of Sinkhorn-Knopp.
         small_crops: the small views after the two global ones.
         small_scale: their side, as a fraction of the input side.
+        frozen_epochs: the epochs at the start whose steps leave the prototypes as they are.
         feat_dim, hidden_dim: the head's output and hidden widths.
         parts: those of ``ClassifierMethod``.
     """
 
     def __init__(self, *, prototypes: int = 100, temperature: float = 0.1, epsilon: float = 0.05,
-                 iterations: int = 3, small_crops: int = 2, small_scale: float = 0.5, feat_dim: int = 128,
-                 hidden_dim: int = 512, **parts) -> None:
+                 iterations: int = 3, small_crops: int = 2, small_scale: float = 0.5, frozen_epochs: int = 1,
+                 feat_dim: int = 128, hidden_dim: int = 512, **parts) -> None:
         from lightly.loss import SwaVLoss
         from lightly.models.modules import SwaVProjectionHead, SwaVPrototypes
 
         super().__init__(**parts)
-        if prototypes < 1 or small_crops < 0 or not 0 < small_scale <= 1:
-            raise ValueError(f"prototypes must be at least 1, small_crops non-negative and small_scale in (0, 1], "
-                             f"got {prototypes}, {small_crops} and {small_scale}")
+        if prototypes < 1 or small_crops < 0 or not 0 < small_scale <= 1 or frozen_epochs < 0:
+            raise ValueError(f"prototypes must be at least 1, small_crops and frozen_epochs non-negative and "
+                             f"small_scale in (0, 1], got {prototypes}, {small_crops}, {frozen_epochs} and "
+                             f"{small_scale}")
+        self.frozen_epochs = frozen_epochs
         self.num_views, self.small_scale = self.views_needed({"small_crops": small_crops}), small_scale
         self.projection = SwaVProjectionHead(self.backbone.num_features, hidden_dim, feat_dim)
         self.prototypes = SwaVPrototypes(feat_dim, prototypes)
@@ -228,6 +234,11 @@ class SwAV(SelfSupervised):
             small = F.interpolate(small, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
             small_scores = list(self._scores(small).chunk(self.num_views - 2))
         return {"swapped": self.swapped_loss(list(global_scores), small_scores)}
+
+    def on_after_backward(self) -> None:
+        if self.current_epoch < self.frozen_epochs:
+            for parameter in self.prototypes.parameters():
+                parameter.grad = None
 
 
 class TWIST(SelfSupervised):
