@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from short_runs import SHORT, last_states, uninterrupted_and_resumed
 from torchvision.transforms import v2
 
-from longtail.config import load_config
 from longtail.data import DataSplits, LabeledImages, LongTailDataModule
 from longtail.data.batch_augment import StrengthRandAugment
 from longtail.losses.memorization import MomentumLoss
 from longtail.losses.selfsupervised import ntxent_per_image
-from longtail.run import train
 
 
 def centred_scores(averages):
@@ -140,20 +139,12 @@ def test_a_boosted_pretraining_scores_every_image_it_saw_and_resumes_bit_identic
                 boosted = trainer.datamodule.boosted
                 strengths.append(None if boosted is None else boosted[1].clone())
 
-    class StopAt(Callback):
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            if trainer.global_step == 14:
-                raise RuntimeError("stopped")
-
-    args = ["data.format=digits", "data.batch_size=64", "data.num_workers=0", "optim.epochs=2",
-            "optim.warmup_epochs=0", "trainer.deterministic=true", "model.feat_dim=16", "model.hidden_dim=32",
-            "method.name=boosted_simclr", "data.views=[sim, sim]", "trainer.checkpoint_every=4"]
-    full, expected = train(load_config([], [*args, f"out_dir={tmp_path / 'full'}"]), progress=False,
-                           callbacks=[Watch()])
-    first, second = strengths
+    args = [*SHORT, "method.name=boosted_simclr", "data.views=[sim, sim]", "trainer.checkpoint_every=4"]
+    full_dir, full, resumed_dir, resumed, stopped_at = uninterrupted_and_resumed(tmp_path, args, 14, [Watch()])
+    first, second = strengths[:2]
     assert first.count_nonzero() == 0  # the first epoch: plain views
-    state = torch.load(full / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    steps_per_epoch = expected["steps"] // 2
+    state, resumed_state = last_states(full_dir, resumed_dir)
+    steps_per_epoch = full["steps"] // 2
     averaged = state["momentum_loss.averaged"]
     assert averaged.sum() == steps_per_epoch * 64  # every image of the first epoch's batches
     scores = second[averaged]  # in [0, 1], one end reached: the largest deviation from the mean
@@ -163,11 +154,6 @@ def test_a_boosted_pretraining_scores_every_image_it_saw_and_resumes_bit_identic
     assert torch.equal(second[~averaged], torch.full_like(second[~averaged], 0.5))
     assert state["momentum_loss.seen"].sum() == steps_per_epoch * 64  # the second epoch's, not yet folded
 
-    with pytest.raises(RuntimeError, match="stopped"):
-        train(load_config([], [*args, f"out_dir={tmp_path / 'stopped'}"]), progress=False, callbacks=[StopAt()])
-    (stopped,) = (tmp_path / "stopped").iterdir()
-    assert torch.load(stopped / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] > steps_per_epoch
-    _, resumed = train(None, progress=False, resume=stopped)
-    assert resumed["test"] == expected["test"]
-    again = torch.load(stopped / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    assert all(torch.equal(state[k], again[k]) for k in state)
+    assert stopped_at["global_step"] > steps_per_epoch  # within the second, boosted, epoch
+    assert resumed["test"] == full["test"]
+    assert all(torch.equal(state[k], resumed_state[k]) for k in state)

@@ -4,13 +4,11 @@ protocol, and a PaCo run stopped mid-epoch and resumed, bit-identical."""
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
+from short_runs import SHORT, last_states, uninterrupted_and_resumed
 
 from longtail.config import load_config
 from longtail.errors import ConfigError
 from longtail.run import train
-
-SHORT = ["data.format=digits", "data.batch_size=64", "data.num_workers=0", "optim.epochs=2", "optim.warmup_epochs=0",
-         "trainer.deterministic=true", "model.feat_dim=16", "model.hidden_dim=32"]
 TWO_VIEWS = "data.views=[standard, standard]"
 THREE_VIEWS = "data.views=[standard, standard, standard]"
 
@@ -81,31 +79,14 @@ def test_paco_takes_its_prior_from_balanced_softmax_only():
         load_config([], [*SHORT, "method.name=paco", "loss.name=ce", TWO_VIEWS])
 
 
-class StopAt(Callback):
-    """Raises after step ``step``, as a killed run stops: its last checkpoint stays."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step == self.step:
-            raise RuntimeError("stopped")
-
-
 def test_paco_stopped_mid_epoch_and_resumed_ends_bit_identical(tmp_path):
     """Digits-LT has 9 steps an epoch: stopped at step 13, resumed from the checkpoint of
     step 12, the queue, the key encoder and the weights end as the uninterrupted run's."""
-    args = ["method.name=paco", TWO_VIEWS, "method.queue_size=100", "trainer.checkpoint_every=4"]
-    full, expected = run(tmp_path / "full", *args)
-    config = load_config([], [*SHORT, f"out_dir={tmp_path / 'stopped'}", *args])
-    with pytest.raises(RuntimeError, match="stopped"):
-        train(config, progress=False, callbacks=[StopAt(13)])
-    (stopped,) = (tmp_path / "stopped").iterdir()
-    assert torch.load(stopped / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 12
-    _, resumed = train(None, progress=False, resume=stopped)
-    assert resumed["test"] == expected["test"]
-    a = torch.load(full / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    b = torch.load(stopped / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    args = [*SHORT, "method.name=paco", TWO_VIEWS, "method.queue_size=100", "trainer.checkpoint_every=4"]
+    full_dir, full, resumed_dir, resumed, stopped_at = uninterrupted_and_resumed(tmp_path, args, 13)
+    assert stopped_at["global_step"] == 12
+    assert resumed["test"] == full["test"]
+    a, b = last_states(full_dir, resumed_dir)
     assert a.keys() == b.keys() and any(k.startswith("queue.") for k in a)
     assert all(torch.equal(a[k], b[k]) for k in a)
 

@@ -10,6 +10,8 @@ import yaml
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from short_runs import uninterrupted_and_resumed
+
 from longtail.cli import main
 from longtail.losses import CLASSIFICATION_LOSSES, LabelledQueue, contrastive_loss
 from longtail.methods import METHODS, ClassifierMethod, MethodEntry
@@ -113,28 +115,12 @@ class MomentumQueue(ClassifierMethod):
 
 
 def test_a_method_with_a_momentum_encoder_and_a_queue_resumes_bit_identically(monkeypatch, tmp_path):
-    from lightning.pytorch.callbacks import Callback
-
-    from longtail.config import load_config
-    from longtail.run import train
-
-    class Crash(Callback):
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            if trainer.global_step == 11:
-                raise RuntimeError("crash")
-
     monkeypatch.setitem(METHODS, "momentum_queue", MethodEntry(MomentumQueue, "a test method", "ce"))
-    monkeypatch.chdir(tmp_path)
     overrides = ["method.name=momentum_queue", "optim.epochs=2", "optim.warmup_epochs=1", "data.num_workers=0",
                  "trainer.deterministic=true", "trainer.checkpoint_every=4"]
-    full_dir, full = train(load_config([], overrides + ["out_dir=full"]), progress=False)
-    with pytest.raises(RuntimeError, match="crash"):
-        train(load_config([], overrides + ["out_dir=crashed"]), progress=False, callbacks=[Crash()])
-    crashed = only(tmp_path / "crashed")
-    stopped_at = torch.load(crashed / "checkpoints/last.ckpt", weights_only=True)
+    full_dir, full, resumed_dir, resumed, stopped_at = uninterrupted_and_resumed(tmp_path, overrides, 10)
     assert stopped_at["global_step"] == 8  # mid-epoch (9 steps an epoch), the queue full and wrapped
     assert stopped_at["state_dict"]["queue.written"].all()
-    resumed_dir, resumed = train(None, progress=False, resume=crashed)
 
     assert resumed["test"] == full["test"] and resumed["steps"] == full["steps"] == 18
     a, b = load_file(full_dir / "model.safetensors"), load_file(resumed_dir / "model.safetensors")

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from short_runs import SHORT, last_states, uninterrupted_and_resumed
 
 from longtail.cli import main
 from longtail.config import load_config
@@ -200,24 +201,9 @@ def test_sdclr_contrasts_the_network_with_its_magnitude_pruned_self():
 
 
 def test_a_moco_v2_pretraining_stopped_mid_epoch_resumes_bit_identical(tmp_path):
-    from lightning.pytorch.callbacks import Callback
-
-    from longtail.run import train
-
-    class StopAt(Callback):
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            if trainer.global_step == 13:
-                raise RuntimeError("stopped")
-
-    args = ["data.format=digits", "data.batch_size=64", "data.num_workers=0", "optim.epochs=2",
-            "optim.warmup_epochs=0", "trainer.deterministic=true", "model.feat_dim=16", "model.hidden_dim=32",
-            "method.name=moco_v2", "method.queue_size=100", "data.views=[sim, sim]", "trainer.checkpoint_every=4"]
-    full, expected = train(load_config([], [*args, f"out_dir={tmp_path / 'full'}"]), progress=False)
-    with pytest.raises(RuntimeError, match="stopped"):
-        train(load_config([], [*args, f"out_dir={tmp_path / 'stopped'}"]), progress=False, callbacks=[StopAt()])
-    (stopped,) = (tmp_path / "stopped").iterdir()
-    _, resumed = train(None, progress=False, resume=stopped)
-    assert resumed["test"] == expected["test"]
-    a = torch.load(full / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    b = torch.load(stopped / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    args = [*SHORT, "method.name=moco_v2", "method.queue_size=100", "data.views=[sim, sim]", "trainer.checkpoint_every=4"]
+    full_dir, full, resumed_dir, resumed, stopped_at = uninterrupted_and_resumed(tmp_path, args, 13)
+    assert stopped_at["global_step"] == 12  # within the second epoch (9 steps each)
+    assert resumed["test"] == full["test"]
+    a, b = last_states(full_dir, resumed_dir)
     assert any(k.startswith("queue.") for k in a) and all(torch.equal(a[k], b[k]) for k in a)
