@@ -41,6 +41,19 @@ def test_the_momentum_loss_averages_each_images_epoch_losses_and_scores_them_cen
     torch.testing.assert_close(memory.scores(), torch.tensor(centred_scores(averages)))
     with pytest.raises(ValueError, match="indices"):
         memory.record(torch.tensor([0, 1]), torch.tensor([1.0]))
+    with pytest.raises(ValueError, match="behind"):
+        memory.start_epoch(1)
+
+
+def test_an_image_drawn_twice_in_an_epoch_counts_its_mean_loss_and_half_precision_keeps_the_average_moving():
+    memory = MomentumLoss(3, beta=0.97).to(torch.bfloat16)  # as a module cast to bf16-true is
+    assert memory.average.dtype == memory.total.dtype == torch.float32
+    memory.record(torch.tensor([0, 0, 1]), torch.tensor([2.0, 4.0, 6.0]))  # drawn with replacement
+    memory.start_epoch(1)
+    torch.testing.assert_close(memory.average[:2], torch.tensor([3.0, 6.0]))
+    memory.record(torch.tensor([1]), torch.tensor([5.8]))
+    memory.start_epoch(2)
+    assert memory.average[1].item() == pytest.approx(0.97 * 6.0 + 0.03 * 5.8, abs=1e-5)  # bf16 would stay at 6
 
 
 def test_each_images_nt_xent_is_its_two_anchors_terms_and_their_mean_is_simclrs_loss():
@@ -60,6 +73,17 @@ def test_each_images_nt_xent_is_its_two_anchors_terms_and_their_mean_is_simclrs_
     torch.testing.assert_close(per_image.double(), torch.tensor(expected, dtype=torch.float64), rtol=1e-5, atol=1e-6)
     assert per_image.mean().item() == pytest.approx(NTXentLoss(temperature=temperature)(first, second).item(),
                                                     rel=1e-5)
+    # its mean trains boosted SimCLR: the gradients are those of lightly's NT-Xent
+    mine = [first.clone().requires_grad_(), second.clone().requires_grad_()]
+    theirs = [first.clone().requires_grad_(), second.clone().requires_grad_()]
+    ntxent_per_image(*mine, temperature).mean().backward()
+    NTXentLoss(temperature=temperature)(*theirs).backward()
+    for a, b in zip(mine, theirs):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the similarities stay float32
+        assert ntxent_per_image(first, second, temperature).dtype == torch.float32
+    with pytest.raises(ValueError, match="one shape"):
+        ntxent_per_image(first, second[:5], temperature)
 
 
 def randaugment_reference(image, name, magnitude):
@@ -152,7 +176,7 @@ def test_a_boosted_pretraining_scores_every_image_it_saw_and_resumes_bit_identic
                                                                round(scores.max().item(), 6))
     assert scores.std() > 0.05
     assert torch.equal(second[~averaged], torch.full_like(second[~averaged], 0.5))
-    assert state["momentum_loss.seen"].sum() == steps_per_epoch * 64  # the second epoch's, not yet folded
+    assert state["momentum_loss.count"].sum() == steps_per_epoch * 64  # the second epoch's, not yet folded
 
     assert stopped_at["global_step"] > steps_per_epoch  # within the second, boosted, epoch
     assert resumed["test"] == full["test"]

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from longtail.losses import (
     BalancedContrastiveLoss,
     BalancedSoftmaxLoss,
+    ClassBalancedQueue,
     CrossEntropyLoss,
     LabelledQueue,
     LogitAdjustedLoss,
@@ -102,6 +103,22 @@ def test_the_queue_keeps_the_last_keys_oldest_first_in_its_buffers():
     assert [t.tolist() for t in restored()] == [t.tolist() for t in queue()]
     with pytest.raises(ValueError, match="keys"):
         queue.push(torch.zeros(2, 3), torch.zeros(2))
+
+
+def test_held_keys_are_pushed_after_the_step_unlabelled_unless_labels_were_held():
+    queue = LabelledQueue(size=4, dim=2)
+    queue.hold(torch.ones(2, 2))
+    assert queue()[0].shape == (0, 2)  # held, not yet in the queue the step's loss reads
+    queue.push_held()
+    assert queue()[1].tolist() == [-1, -1]
+    with pytest.raises(RuntimeError, match="no keys are held"):
+        queue.push_held()  # each held batch is pushed once
+    per_class = ClassBalancedQueue(num_classes=2, per_class=2, dim=2)
+    with pytest.raises(ValueError, match="labels"):
+        per_class.hold(torch.ones(2, 2))
+    per_class.hold(torch.ones(2, 2), torch.tensor([1, 1]))
+    per_class.push_held()
+    assert per_class()[1].tolist() == [1, 1]
 
 
 def test_the_momentum_encoder_moves_each_weight_by_one_minus_m_toward_the_online_one():

@@ -346,7 +346,8 @@ def test(built: Built, fitted: Fitted, run_dir: Path) -> tuple[Outputs, Path]:
 
 def write_run(built: Built, fitted: Fitted, outputs: Outputs, tested: Path, run_dir: Path) -> dict:
     """Write the weights, the test outputs and ``metrics.json`` into ``run_dir`` (from the
-    first process only); return the metrics."""
+    first process only); return the metrics (in a distributed run, the first process's are
+    those written: the others' lack the k-NN test of a run that trains no classifier)."""
     config, datamodule, trainer, method = built.config, built.datamodule, fitted.trainer, built.method
     counts = datamodule.class_counts
     splits = built.splits
@@ -376,8 +377,9 @@ def write_run(built: Built, fitted: Fitted, outputs: Outputs, tested: Path, run_
             (train_features, train_labels), (test_features, test_labels) = (
                 features_of(method, datamodule, split) for split in ("train", "test"))
             metrics["test"] = knn_summary(train_features, train_labels, test_features, test_labels, counts,
-                                          config.eval.many, config.eval.few)
-            metrics["probe"] = f"k-NN on the backbone's features (k {KNN_K}, temperature {KNN_TEMPERATURE:g})"
+                                          config.eval.many, config.eval.few, k=config.eval.knn_k)
+            metrics["probe"] = (f"k-NN on the backbone's features (k {config.eval.knn_k}, "
+                                f"temperature {KNN_TEMPERATURE:g})")
         save_weights(run_dir / "model.safetensors", method.state_dict(), built.info)
         save_outputs(run_dir / "test_outputs.safetensors", outputs.logits, outputs.targets)
         atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")

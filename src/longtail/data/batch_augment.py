@@ -243,7 +243,7 @@ class StrengthRandAugment(nn.Module):
     torchvision's ``RandAugment`` space; each applies with probability ``s_i``, at magnitude
     bin ``round(30 s_i u)`` of its 31 (``u`` uniform on [0, 1], drawn per operation),
     negated with probability 0.5 for the signed ones. Strength 0 leaves an image as it is;
-    strength 1 applies every operation drawn, at a uniform magnitude. The images that drew
+    strength 1 applies every operation drawn, at a magnitude of up to the scale's top. The images that drew
     the same operation go through it together (as in ``BatchAutoAugment``); the draws come
     from torch's default generator on the CPU (seeded by the batch stage).
 

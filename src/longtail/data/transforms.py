@@ -207,7 +207,7 @@ class BatchStage(nn.Module):
     def forward(self, images: Tensor, boost: Callable[[Tensor], Tensor] | None = None) -> Tensor:
         x = self.steps(self.uint8_steps(images).float().div_(255))
         if boost is not None:
-            x = boost(x.mul_(255).round_().to(torch.uint8)).float().div_(255)
+            x = boost(x.mul_(255).round_().clamp_(0, 255).to(torch.uint8)).float().div_(255)
         x = (x - self.mean.to(x.device)) / self.std.to(x.device)
         return x if self.cutout is None else self.cutout(x)
 

@@ -1,6 +1,7 @@
 """Losses: plain ``nn.Module``s with no Lightning in them, usable in any training loop."""
 
 from longtail.losses.contrastive import BalancedContrastiveLoss, SupConLoss, contrastive_loss
+from longtail.losses.memorization import MomentumLoss
 from longtail.losses.parametric import ParametricContrastiveLoss
 from longtail.losses.queue import ClassBalancedQueue, LabelledQueue
 from longtail.losses.rebalancing import BalancedSoftmaxLoss, CrossEntropyLoss, IIFLoss, LogitAdjustedLoss
@@ -49,6 +50,7 @@ __all__ = [
     "IIFLoss",
     "LDAMLoss",
     "LabelledQueue",
+    "MomentumLoss",
     "LogitAdjustedLoss",
     "ParametricContrastiveLoss",
     "ResComLoss",

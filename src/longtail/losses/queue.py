@@ -20,13 +20,20 @@ class _KeyMemory(nn.Module):
     def push(self, keys: Tensor, labels: Tensor) -> None:
         raise NotImplementedError
 
+    #: Whether every key needs a label (a queue kept per class).
+    needs_labels = False
+
     def hold(self, keys: Tensor, labels: Tensor | None = None) -> None:
         """Keep ``keys [B, D]`` (and their ``labels [B]``) for ``push_held``."""
+        if labels is None and self.needs_labels:
+            raise ValueError(f"{type(self).__name__} keeps keys per class: hold them with their labels")
         self._held = keys.detach(), labels
 
     @torch.no_grad()
     def push_held(self) -> None:
         """Push the keys that every process holds, gathered, in rank order."""
+        if not hasattr(self, "_held"):
+            raise RuntimeError("push_held: no keys are held (hold them in the step first)")
         keys, labels = self._held
         del self._held
         keys = gather(keys)
@@ -119,6 +126,8 @@ class ClassBalancedQueue(_KeyMemory):
         ``push(keys [B, D], labels [B])``; ``forward()`` -> keys ``[K', D]``, labels ``[K']``
         (the written slots, class by class, oldest first within a class).
     """
+
+    needs_labels = True
 
     def __init__(self, num_classes: int, per_class: int, dim: int) -> None:
         super().__init__()

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from longtail.losses.contrastive import similarities
 from longtail.losses.distributed import gather, own_positions
 
 
@@ -44,7 +45,9 @@ def ntxent_per_image(first: Tensor, second: Tensor, temperature: float) -> Tenso
     """Each image's NT-Xent: ``[B]``, the mean over its two views as anchors of
     ``-log exp(s(a, a+)/T) / sum_{r != a} exp(s(a, r)/T)``, ``s`` the cosine similarity,
     ``a+`` the image's other view, ``r`` every other embedding of the batch (of every
-    process): the per-image terms whose mean is SimCLR's loss.
+    process): the per-image terms whose mean is SimCLR's loss. The similarities are
+    float32 whatever the autocast dtype; the gradient reaches both views (and, gathered,
+    the other processes' embeddings).
 
     - [0] Chen et al., "A Simple Framework for Contrastive Learning of Visual
       Representations", ICML 2020, https://arxiv.org/abs/2002.05709 (Sec. 2.1, eq. 1)
@@ -54,12 +57,15 @@ def ntxent_per_image(first: Tensor, second: Tensor, temperature: float) -> Tenso
     """
     if not temperature > 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
-    anchors = F.normalize(torch.cat([first, second]).float(), dim=1)
+    if first.dim() != 2 or first.shape != second.shape:
+        raise ValueError(f"expected two views' embeddings [B, D] of one shape, got {tuple(first.shape)} and "
+                         f"{tuple(second.shape)}")
+    anchors = F.normalize(torch.cat([first, second]), dim=1)
     everyone = torch.cat([gather(anchors[: len(first)]), gather(anchors[len(first):])])
     own = own_positions(len(first), first.device)
     own = torch.cat([own, own + len(everyone) // 2])
     positive = torch.cat([own[len(first):], own[: len(first)]])
-    logits = anchors @ everyone.T / temperature
+    logits = similarities(anchors, everyone) / temperature
     rows = torch.arange(len(anchors), device=anchors.device)
     logits[rows, own] = float("-inf")
     losses = logits.logsumexp(dim=1) - logits[rows, positive]

@@ -33,9 +33,10 @@ class ClassifierMethod(L.LightningModule):
 
     The training batch is ``(views [B, V, 3, H, W], targets [B])`` with ``num_views``
     views, and from ``LongTailDataModule`` a third member, the images' indices ``[B]`` in
-    the training set (read by the methods that keep a record per image); evaluation batches are ``(images [B, 3, H, W], targets [B])``, and the
-    validation and test steps return ``evaluation_outputs`` with the targets, for an
-    evaluation callback to collect (``longtail.evaluation.EvaluationOutputs``).
+    the training set (read by the methods that keep a record per image); evaluation
+    batches are ``(images [B, 3, H, W], targets [B])``, and the validation and test steps
+    return ``evaluation_outputs`` with the targets, for an evaluation callback to collect
+    (``longtail.evaluation.EvaluationOutputs``).
 
     Hooks for the families:
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
+from longtail.losses.distributed import global_mean
 from longtail.losses.memorization import MomentumLoss
 from longtail.losses.selfsupervised import ntxent_per_image
 from longtail.methods.selfsupervised import SDCLR, SimCLR
@@ -20,14 +21,14 @@ class _MemorizationBoost:
       https://arxiv.org/abs/2205.12693 (Sec. 3.2, the momentum loss; Sec. 3.3, the
       memorisation-boosted augmentation; Algorithm 1)
 
-    After each applied step, the NT-Xent of every image of the batch (``ntxent_per_image``)
-    goes into its momentum loss (``MomentumLoss``). At the start of every epoch the
+    The loss is NT-Xent, the mean of every image's (``ntxent_per_image``, over the batch of
+    every process), unweighted; after each applied step each image's goes into its
+    momentum loss (``MomentumLoss``). At the start of every epoch the
     momentum losses give each image a score in [0, 1], high for the images the network
     has memorised least, the rare ones; every view of an image then ends with RandAugment
     at that strength (``StrengthRandAugment``, ``num_ops`` operations), so the tail's views
     differ most and its images are learned harder. The first epoch runs on the plain views.
-    The loss is the method's own, unweighted. The labels are never read; the training
-    set's size comes from ``class_counts``.
+    The labels are never read; the training set's size comes from ``class_counts``.
     """
 
     def _boost(self, beta: float, num_ops: int, class_counts: Sequence[int] | None) -> None:
@@ -46,9 +47,9 @@ class _MemorizationBoost:
         return super().training_step(batch, batch_idx)
 
     def training_losses(self, views: Tensor, targets: Tensor) -> dict[str, Tensor]:
-        first, second = self.embeddings(views)
-        self._losses = ntxent_per_image(first.detach(), second.detach(), self.temperature)
-        return {"contrastive": self.contrastive_loss(first, second)}
+        losses = ntxent_per_image(*self.embeddings(views), self.temperature)
+        self._losses = losses.detach()
+        return {"contrastive": global_mean(losses)}
 
     def after_step(self) -> None:
         super().after_step()
@@ -84,17 +85,15 @@ class BoostedSimCLR(_MemorizationBoost, SimCLR):
     Args:
         beta: the momentum loss's moving-average momentum (0.97).
         num_ops: RandAugment's operations per view (1 on CIFAR).
-        objective, temperature, feat_dim, hidden_dim: as ``SimCLR``.
+        temperature, feat_dim, hidden_dim: as ``SimCLR`` (the objective is NT-Xent).
         class_counts: training images per class (the run supplies them; only their sum
             is read).
         parts: those of ``ClassifierMethod``.
     """
 
-    def __init__(self, *, beta: float = 0.97, num_ops: int = 1, objective: str = "ntxent", temperature: float = 0.5,
-                 feat_dim: int = 128, hidden_dim: int = 512, class_counts: Sequence[int] | None = None,
-                 **parts) -> None:
-        super().__init__(objective=objective, temperature=temperature, feat_dim=feat_dim, hidden_dim=hidden_dim,
-                         **parts)
+    def __init__(self, *, beta: float = 0.97, num_ops: int = 1, temperature: float = 0.5, feat_dim: int = 128,
+                 hidden_dim: int = 512, class_counts: Sequence[int] | None = None, **parts) -> None:
+        super().__init__(temperature=temperature, feat_dim=feat_dim, hidden_dim=hidden_dim, **parts)
         self._boost(beta, num_ops, class_counts)
 
 
@@ -109,13 +108,13 @@ class BoostedSDCLR(_MemorizationBoost, SDCLR):
 
     Args:
         beta, num_ops, class_counts: as ``BoostedSimCLR``.
-        prune_ratio, objective, temperature, feat_dim, hidden_dim: as ``SDCLR``.
+        prune_ratio, temperature, feat_dim, hidden_dim: as ``SDCLR`` (the objective is NT-Xent).
         parts: those of ``ClassifierMethod``.
     """
 
-    def __init__(self, *, beta: float = 0.97, num_ops: int = 1, prune_ratio: float = 0.9, objective: str = "ntxent",
-                 temperature: float = 0.5, feat_dim: int = 128, hidden_dim: int = 512,
-                 class_counts: Sequence[int] | None = None, **parts) -> None:
-        super().__init__(prune_ratio=prune_ratio, objective=objective, temperature=temperature, feat_dim=feat_dim,
-                         hidden_dim=hidden_dim, **parts)
+    def __init__(self, *, beta: float = 0.97, num_ops: int = 1, prune_ratio: float = 0.9, temperature: float = 0.5,
+                 feat_dim: int = 128, hidden_dim: int = 512, class_counts: Sequence[int] | None = None,
+                 **parts) -> None:
+        super().__init__(prune_ratio=prune_ratio, temperature=temperature, feat_dim=feat_dim, hidden_dim=hidden_dim,
+                         **parts)
         self._boost(beta, num_ops, class_counts)
