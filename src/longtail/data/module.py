@@ -226,13 +226,15 @@ class LongTailDataModule(L.LightningDataModule):
         fit = view_transform("none", self.size, self.mean, self.std, square_side(data.images)).image
         return TransformedImages(data, MultiView([View(fit, self.eval_views.views[0].batch)]), training=False)
 
-    def boost(self, strength: torch.Tensor | None, num_ops: int = 1) -> None:
-        """From now on, end every training view with ``StrengthRandAugment(num_ops)`` at
-        ``strength[i]`` (in [0, 1]) for training image ``i``; ``None``: stop."""
+    def boost(self, strength: torch.Tensor | None, augment: StrengthRandAugment | None = None) -> None:
+        """From now on, end every training view with ``augment`` (by default one
+        ``StrengthRandAugment`` operation) at ``strength[i]`` (in [0, 1]) for training image
+        ``i``; ``None``: stop."""
         if strength is not None and strength.shape != (len(self.splits.train),):
             raise ValueError(f"expected a strength per training image, [{len(self.splits.train)}], "
                              f"got {tuple(strength.shape)}")
-        self.boosted = None if strength is None else (StrengthRandAugment(num_ops), strength.detach().cpu())
+        augment = StrengthRandAugment() if augment is None else augment
+        self.boosted = None if strength is None else (augment, strength.detach().cpu())
 
     def finish(self, batch: ImageBatch) -> tuple[torch.Tensor, ...]:
         """The tensors of a loader's batch: its batch stage, seeded as the loader said, run

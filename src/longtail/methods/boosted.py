@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
+from longtail.data.batch_augment import StrengthRandAugment
 from longtail.losses.distributed import global_mean
 from longtail.losses.memorization import MomentumLoss
 from longtail.losses.selfsupervised import ntxent_per_image
@@ -34,10 +35,8 @@ class _MemorizationBoost:
     def _boost(self, beta: float, num_ops: int, class_counts: Sequence[int] | None) -> None:
         if class_counts is None:
             raise ValueError("needs class_counts, for the number of training images (no label is read)")
-        if num_ops < 1:
-            raise ValueError(f"num_ops must be at least 1, got {num_ops}")
         self.momentum_loss = MomentumLoss(sum(class_counts), beta)
-        self.num_ops = num_ops
+        self.augment = StrengthRandAugment(num_ops)  # no weights: nothing in the checkpoint
 
     def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor | None:
         if len(batch) < 3:
@@ -70,7 +69,7 @@ class _MemorizationBoost:
             raise ValueError(f"{type(self).__name__} augments each training image at its own strength: "
                              f"train it with a LongTailDataModule")
         self.momentum_loss.start_epoch(self.current_epoch)
-        data.boost(self.momentum_loss.scores(), self.num_ops)
+        data.boost(self.momentum_loss.scores(), self.augment)
 
 
 class BoostedSimCLR(_MemorizationBoost, SimCLR):
