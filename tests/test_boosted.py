@@ -108,7 +108,7 @@ def test_each_image_gets_torchvisions_randaugment_at_its_own_strength():
     names = list(space)
     operation = torch.randint(len(names), (64, 2))
     applies = torch.rand(64, 2) < strength[:, None]
-    level = (strength[:, None] * torch.rand(64, 2) * 30).round().long()
+    level = (strength[:, None] * torch.rand(64, 1) * 30).round().long().expand(64, 2)  # one u per image
     negated = torch.rand(64, 2) < 0.5
     expected, used = [], set()
     for i, image in enumerate(batch):

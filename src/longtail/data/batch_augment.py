@@ -241,11 +241,12 @@ class StrengthRandAugment(nn.Module):
 
     Image ``i`` of strength ``s_i`` in [0, 1] draws ``num_ops`` operations uniformly from
     torchvision's ``RandAugment`` space; each applies with probability ``s_i``, at magnitude
-    bin ``round(30 s_i u)`` of its 31 (``u`` uniform on [0, 1], drawn per operation),
-    negated with probability 0.5 for the signed ones. Strength 0 leaves an image as it is;
-    strength 1 applies every operation drawn, at a magnitude of up to the scale's top. The images that drew
-    the same operation go through it together (as in ``BatchAutoAugment``); the draws come
-    from torch's default generator on the CPU (seeded by the batch stage).
+    bin ``round(30 s_i u_i)`` of its 31 (``u_i`` uniform on [0, 1], one per image, shared by
+    its operations), negated with probability 0.5 for the signed ones. Strength 0 leaves an
+    image as it is; strength 1 applies every operation drawn, at a magnitude of up to the
+    scale's top. The images that drew the same operation go through it together (as in
+    ``BatchAutoAugment``); the draws come from torch's default generator on the CPU (seeded
+    by the batch stage).
 
     Shapes:
         uint8 ``[B, 3, H, W]`` and strengths ``[B]`` -> uint8 ``[B, 3, H, W]``.
@@ -272,7 +273,7 @@ class StrengthRandAugment(nn.Module):
         strength = strength.detach().float().cpu().clamp(0, 1)[:, None]
         operation = torch.randint(len(self.names), (batch, self.num_ops))
         applies = torch.rand(batch, self.num_ops) < strength
-        level = (strength * torch.rand(batch, self.num_ops) * (self.bins - 1)).round().long()
+        level = (strength * torch.rand(batch, 1) * (self.bins - 1)).round().long().expand(batch, self.num_ops)
         magnitude = self._magnitudes[height, width][operation, level]
         magnitude = torch.where(self.signed[operation] & (torch.rand(batch, self.num_ops) < 0.5), -magnitude, magnitude)
         out = images.clone()
