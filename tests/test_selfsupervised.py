@@ -3,6 +3,8 @@ and the pretrain command, whose probe shows what the pre-training bought."""
 
 import json
 import math
+import warnings
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -152,6 +154,16 @@ def test_swav_leaves_its_prototypes_as_drawn_in_the_first_epoch(frozen_epochs):
     swav.on_after_backward()  # epoch 0
     assert all((p.grad is None) == (frozen_epochs == 1) for p in swav.prototypes.parameters())
     assert swav.projection.parameters().__next__().grad.abs().max() > 0  # the rest still learns
+
+
+@pytest.mark.parametrize("max_epochs, warns", [(1, True), (2, False)])
+def test_swav_warns_when_its_prototypes_would_stay_frozen_for_the_whole_run(max_epochs, warns):
+    swav = method("method.name=swav", "method.prototypes=6", "method.small_crops=0", "data.views=[sim, sim]")
+    swav._trainer = SimpleNamespace(max_epochs=max_epochs)  # only what the check reads
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        swav.on_train_start()
+    assert any("prototypes stay as drawn" in str(w.message) for w in caught) == warns
 
 
 def test_twist_is_symmetric_kl_plus_sample_entropy_minus_batch_entropy():

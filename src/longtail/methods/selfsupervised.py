@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from longtail.losses import LabelledQueue, contrastive_loss
@@ -234,6 +235,12 @@ class SwAV(SelfSupervised):
             small = F.interpolate(small, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
             small_scores = list(self._scores(small).chunk(self.num_views - 2))
         return {"swapped": self.swapped_loss(list(global_scores), small_scores)}
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        if self.frozen_epochs >= self.trainer.max_epochs:
+            rank_zero_warn(f"method.frozen_epochs={self.frozen_epochs} spans all {self.trainer.max_epochs} epochs "
+                           "of the run: SwAV's prototypes stay as drawn")
 
     def on_after_backward(self) -> None:
         if self.current_epoch < self.frozen_epochs:
