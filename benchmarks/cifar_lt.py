@@ -313,6 +313,7 @@ ORDERINGS = (
     ("crt", "ce"),  # Kang et al., ICLR 2020
     ("lws", "ce"),  # Kang et al., ICLR 2020
     ("cdb_w", "ce_held_out"),  # Sinha et al., IJCV 2022, on the same held-out data
+    ("cdb_s", "ce_held_out"),  # Sinha et al., IJCV 2022
     ("bcl", "supcon"),  # Zhu et al., CVPR 2022
     ("paco", "supcon"),  # Cui et al., ICCV 2021
     ("rescom", "supcon"),  # Zhong et al., 2022
