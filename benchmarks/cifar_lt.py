@@ -94,6 +94,7 @@ ROWS = {
     "label_smoothing": Row((*SUPERVISED, "loss.name=ce", "loss.label_smoothing=0.1")),
     "focal": Row((*SUPERVISED, "loss.name=focal", "loss.gamma=1.0")),
     "class_balanced_softmax": Row((*SUPERVISED, "loss.name=class_balanced", "loss.beta=0.9999")),
+    "class_balanced_sigmoid": Row((*SUPERVISED, "loss.name=class_balanced", "loss.base=sigmoid", "loss.beta=0.9999")),
     "class_balanced_focal": Row((*SUPERVISED, "loss.name=class_balanced", "loss.base=focal", "loss.beta=0.9999",
                                  "loss.gamma=1.0")),
     "ldam_drw": Row((*SUPERVISED, "loss.name=ldam", "model.classifier=normalized", "method.drw_epoch={drw_epoch}")),
