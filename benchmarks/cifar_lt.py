@@ -13,9 +13,12 @@ machines when --runs travels with it.
     python benchmarks/cifar_lt.py --data ../shared/data/cifar10 --epochs 30 \\
         --methods ce,logit_adjustment,balanced_softmax,bcl
 
-The recipe is the BCL paper's (configs/cifar*_lt/bcl.yaml), compressed to the budget:
-warm-up and the step milestones (160 and 180 of 200) scale with the epochs, and the
-learning rate scales linearly with the batch size (0.15 at 256). Single-branch methods
+Each row reads its paper recipe from configs/cifar*_lt/ and compresses it to the budget:
+its warm-up and step milestones scale with the epochs, and its learning rate scales
+linearly with the batch size. The supervised rows take BCL's (bcl.yaml: 200 epochs, steps
+at 160 and 180, 0.15 at 256), the self-supervised pre-trainings the long-tailed SimCLR
+recipe (pretrain.yaml, cosine, 0.5 at 512) with their method's file over it, and the
+linear probes linear.yaml's (20 epochs, 0.5 at 256, no weight decay). Single-branch methods
 train on the classifier view of BCL (AutoAugment and Cutout), or with ``standard`` views
 (random crop and flip) where the row's name says so. The re-balancing family's rows
 (``ROWS``): losses and samplers train the whole budget; second stages (cRT, LWS, MARC, NCM)
@@ -43,7 +46,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from longtail.checkpoints import load_checkpoint
-from longtail.config import Config, load_config, method_class
+from longtail.config import Config, load_config, load_yaml, merge, method_class
 from longtail.data import shot_groups
 from longtail.evaluation import summarize
 from longtail.files import atomic_write_text
@@ -53,7 +56,6 @@ from longtail.run import RUN_DIR_VARIABLE, build_method, environment, evaluate, 
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-RECIPE_EPOCHS, RECIPE_WARMUP, RECIPE_MILESTONES, RECIPE_LR, RECIPE_BATCH = 200, 5, (160, 180), 0.15, 256
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,8 @@ class Row:
     trains ``stage_epochs`` on the backbone of row ``after``'s run; a post-hoc row corrects
     that run's test logits (``posthoc``), training nothing. A pre-training, whose classifier
     is not trained, is scored as its run is: by the k-NN probe of its features. ``epochs``
-    fixes a row's epochs whatever the budget (the untrained floor)."""
+    fixes a row's epochs whatever the budget (the untrained floor). ``files``: its recipe,
+    under configs/cifar*_lt/."""
 
     overrides: tuple[str, ...] = ()
     views: str = "auto+cutout"
@@ -71,6 +74,14 @@ class Row:
     stage_epochs: int = 3
     posthoc: str | None = None
     epochs: int | None = None
+    files: tuple[str, ...] = ("bcl.yaml",)
+
+
+def linear_probe(after: str, *overrides: str) -> Row:
+    """The linear classifier on ``after``'s frozen backbone, in linear.yaml's recipe
+    (Khosla et al., NeurIPS 2020, Sec. 4): crop-and-flip views, 20 epochs, no weight decay."""
+    return Row(("method.name=crt", *overrides), views="standard", after=after, stage_epochs=20,
+               files=("linear.yaml",))
 
 
 SUPERVISED = ("method.name=supervised",)
@@ -79,7 +90,8 @@ SUPERVISED = ("method.name=supervised",)
 #: is the floor (a backbone that did not learn). Best measured in a table of their own:
 #: ``--name cifar10_lt100_pretrain``.
 SELF_SUPERVISED_ROWS = {
-    name: Row((f"method.name={name}",), views="sim, sim, sim, sim" if name == "swav" else "sim, sim")
+    name: Row((f"method.name={name}",), views="sim, sim, sim, sim" if name == "swav" else "sim, sim",
+              files=("pretrain.yaml",) + ((f"pretrain/{name}.yaml",) if name != "simclr" else ()))
     for name in ("simclr", "moco_v2", "byol", "sdclr", "twist", "swav", "boosted_simclr", "boosted_sdclr")
 }
 #: The rows by name (``--methods``). The single-view rows train on BCL's classifier view
@@ -112,15 +124,19 @@ ROWS = {
     "cdb_s": Row(("method.name=ce", "method.cdb_tau=1.5", "data.sampler=class_difficulty", "data.val_per_class=25")),
     "supcon": Row(("method.name=supcon", "model.classifier=linear"), views="auto+cutout, sim, sim"),
     "supcon_pretrain": Row(("method.name=supcon", "method.alpha=0", "model.classifier=linear"), views="sim, sim"),
-    "supcon_linear": Row(("method.name=crt",), after="supcon_pretrain"),
+    "supcon_linear": linear_probe("supcon_pretrain"),
     "tsc_pretrain": Row(("method.name=tsc", "model.classifier=linear"), views="sim, sim"),
-    "tsc_linear": Row(("method.name=crt", "data.sampler=class_balanced"), after="tsc_pretrain"),
-    "paco": Row(("method.name=paco", "model.classifier=linear"), views="auto+cutout, sim"),
+    "tsc_linear": linear_probe("tsc_pretrain", "data.sampler=class_balanced"),  # TSC's second stage
+    # the key encoder's 0.999 (a 1000-step average) is a third of these 2,900 steps; 0.99 keeps its lag
+    # near the paper's share of its 400 epochs
+    "paco": Row(("method.name=paco", "model.classifier=linear", "method.momentum=0.99"), views="auto+cutout, sim"),
     "gpaco": Row(("method.name=gpaco", "model.classifier=linear"), views="auto+cutout, sim"),
     "rescom": Row(("method.name=rescom", "model.classifier=linear"), views="auto+cutout, auto+cutout"),
     **SELF_SUPERVISED_ROWS,
-    "random": Row(("method.name=simclr", "optim.lr=1e-12"), views="sim, sim", epochs=1),  # the floor
-    **{f"{name}_linear": Row(("method.name=crt",), after=name) for name in (*SELF_SUPERVISED_ROWS, "random")},
+    "random": Row(("method.name=simclr", "optim.lr=1e-12"), views="sim, sim", epochs=1,  # the floor
+                  files=("pretrain.yaml",)),
+    # a class-balanced probe, so that it measures the features of every class, not the head's prior
+    **{f"{name}_linear": linear_probe(name, "data.sampler=class_balanced") for name in (*SELF_SUPERVISED_ROWS, "random")},
     "crt": Row(("method.name=crt", "data.sampler=class_balanced"), after="ce"),
     "lws": Row(("method.name=lws", "model.init_classifier=true", "data.sampler=class_balanced"), after="ce"),
     "marc": Row(("method.name=marc", "model.init_classifier=true"), after="ce"),
@@ -132,27 +148,32 @@ ROWS = {
 
 def recipe(data: str, row: str, epochs: int, batch_size: int, imbalance_factor: float,
            seed: int, precision: str, out_dir: Path, first_stage: Path | None = None) -> Config:
-    """The config of the compressed recipe for one row (a second stage: on ``first_stage``)."""
-    if data == "digits":
+    """The config of the row's recipe compressed to the budget (a second stage: its own
+    epochs on ``first_stage``'s backbone, the rate decaying to 0)."""
+    spec = ROWS[row]
+    recipe_dir = ROOT / "configs" / ("cifar100_lt" if "100" in Path(data).name else "cifar10_lt")
+    paper: dict = {}
+    for name in spec.files:
+        paper = merge(paper, load_yaml(recipe_dir / name))
+    optim = paper["optim"]
+    if data == "digits":  # the recipe's schedule on the toy data
         files, base = [], ["data.format=digits"]
     else:
-        recipe_dir = "cifar100_lt" if "100" in Path(data).name else "cifar10_lt"
-        files, base = [ROOT / "configs" / recipe_dir / "bcl.yaml"], [f"data.root={data}"]
-    spec = ROWS[row]
-    epochs = spec.epochs or epochs
-    scale = epochs / RECIPE_EPOCHS
-    schedule = [
-        f"optim.epochs={epochs}",
-        f"optim.warmup_epochs={max(1, round(RECIPE_WARMUP * scale))}",
-        "optim.schedule=step",
-        f"optim.milestones=[{','.join(str(max(1, round(m * scale))) for m in RECIPE_MILESTONES)}]",
-    ]
-    if first_stage is not None:  # a few epochs on a trained backbone, the rate decaying to 0
+        files, base = [recipe_dir / name for name in spec.files], [f"data.root={data}"]
+    if first_stage is not None:
         schedule = [f"optim.epochs={spec.stage_epochs}", "optim.warmup_epochs=0", "optim.schedule=cosine",
                     f"model.init_from={first_stage}"]
+    else:
+        epochs = spec.epochs or epochs
+        scale = epochs / optim["epochs"]
+        schedule = [f"optim.epochs={epochs}", f"optim.warmup_epochs={max(1, round(optim['warmup_epochs'] * scale))}",
+                    f"optim.schedule={optim['schedule']}"]
+        if optim["schedule"] == "step":
+            milestones = ",".join(str(max(1, round(m * scale))) for m in optim["milestones"])
+            schedule.append(f"optim.milestones=[{milestones}]")
     overrides = base + schedule + [
         f"data.imbalance_factor={imbalance_factor}",
-        f"optim.lr={RECIPE_LR * batch_size / RECIPE_BATCH:g}",
+        f"optim.lr={optim['lr'] * batch_size / paper['data']['batch_size']:g}",
         f"data.batch_size={batch_size}",
         f"seed={seed}",
         f"trainer.precision={precision}",

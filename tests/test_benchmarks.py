@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "cifar_lt.py"
 
@@ -179,3 +180,30 @@ def test_the_self_supervised_rows_are_probed_by_k_nn_and_a_linear_classifier_abo
     assert rows["random"]["epochs"] == 1 and rows["byol"]["epochs"] == 2 and rows["byol_linear"]["after"] == "byol"
     markdown = (tmp_path / "results/digits_pretrain.md").read_text()
     assert "| byol | sim, sim (k-NN probe) |" in markdown and "| random | sim, sim (k-NN probe) |" in markdown
+
+
+def test_each_row_compresses_its_own_paper_recipe_to_the_budget(cifar_lt, tmp_path):
+    configs = Path(__file__).parents[1] / "configs" / "cifar10_lt"
+    data = tmp_path / "cifar10"
+    data.mkdir()
+
+    def row(name, first_stage=None):
+        return cifar_lt.recipe(str(data), name, 30, 128, 100, 0, "32", tmp_path / "runs", first_stage)
+
+    supervised = row("ce")  # BCL's: steps at 160 and 180 of 200, 0.15 at 256
+    assert (supervised.optim.schedule, supervised.optim.milestones) == ("step", [24, 27])
+    assert supervised.optim.lr == pytest.approx(0.15 * 128 / 256)
+    pretrain = yaml.safe_load((configs / "pretrain.yaml").read_text())
+    simclr = row("simclr")  # the long-tailed SimCLR recipe: cosine, its rate at its batch, its temperature
+    assert (simclr.optim.schedule, simclr.optim.epochs) == ("cosine", 30)
+    assert simclr.optim.lr == pytest.approx(pretrain["optim"]["lr"] * 128 / pretrain["data"]["batch_size"])
+    assert simclr.method["temperature"] == pretrain["method"]["temperature"]
+    sdclr = yaml.safe_load((configs / "pretrain" / "sdclr.yaml").read_text())
+    assert row("sdclr").optim.weight_decay == sdclr["optim"]["weight_decay"]  # its own file over the recipe
+    first_stage = tmp_path / "first"
+    first_stage.mkdir()
+    probe = row("simclr_linear", first_stage)  # linear.yaml's: 20 epochs, crop and flip, no weight decay
+    linear = yaml.safe_load((configs / "linear.yaml").read_text())
+    assert (probe.optim.epochs, probe.optim.weight_decay) == (linear["optim"]["epochs"], 0.0)
+    assert probe.optim.lr == pytest.approx(linear["optim"]["lr"] * 128 / linear["data"]["batch_size"])
+    assert probe.data.views == ["standard"] and probe.model.init_from == str(first_stage)
