@@ -197,7 +197,8 @@ def test_sdclr_contrasts_the_network_with_its_magnitude_pruned_self():
     views = torch.randn(4, 2, 3, 8, 8)
     pruned_copy = build_method(load_config([], ["data.format=digits", "model.feat_dim=8", "model.hidden_dim=16",
                                                 "data.views=[sim, sim]", "method.name=simclr"]), [50] * 10)
-    pruned_copy.load_state_dict({k: v for k, v in sdclr.state_dict().items() if not k.startswith("mask_")})
+    pruned_copy.load_state_dict({k: v for k, v in sdclr.state_dict().items()
+                                 if not k.startswith(("mask_", "pruned_norms."))})
     with torch.no_grad():  # the same network with the small weights zeroed in place
         for index, name in enumerate(sdclr.pruned):
             pruned_copy.backbone.get_submodule(name).weight.mul_(getattr(sdclr, f"mask_{index}"))
@@ -210,6 +211,25 @@ def test_sdclr_contrasts_the_network_with_its_magnitude_pruned_self():
     assert loss.item() == pytest.approx(nt_xent_reference(dense, pruned, 0.5), rel=1e-5)
     loss.backward()  # the gradient reaches the shared weights through both branches
     assert sdclr.backbone.get_submodule(sdclr.pruned[0]).weight.grad.abs().max() > 0
+
+
+def test_sdclrs_pruned_branch_normalises_with_batch_norms_of_its_own():
+    sdclr = method("method.name=sdclr")
+    sdclr.train()
+    sdclr.prune()
+    norms = [(name, m) for part in (sdclr.backbone, sdclr.projection) for name, m in part.named_modules()
+             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    dense = [(m.running_mean.clone(), m.running_var.clone()) for _, m in norms]
+    sdclr.pruned_embeddings(torch.randn(8, 3, 8, 8))
+    for (_, m), (mean, var) in zip(norms, dense):  # the dense statistics, which the features read, unmoved
+        assert torch.equal(m.running_mean, mean) and torch.equal(m.running_var, var)
+    assert all(norm.num_batches_tracked == 1 for norm in sdclr.pruned_norms.values())
+    assert len(sdclr.pruned_norms) == len(norms)
+    views = torch.randn(8, 2, 3, 8, 8)
+    sdclr.training_losses(views, torch.zeros(8, dtype=torch.long))["contrastive"].backward()
+    twin = next(iter(sdclr.pruned_norms.values()))
+    assert twin.weight.grad.abs().max() > 0  # its own affine parameters learn
+    assert any(p is twin.weight for p in sdclr.trainable_parameters())
 
 
 def test_a_moco_v2_pretraining_stopped_mid_epoch_resumes_bit_identical(tmp_path):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from longtail.losses import LabelledQueue, contrastive_loss
 from longtail.losses.distributed import gather, own_positions, world
@@ -289,9 +292,12 @@ class SDCLR(SimCLR):
     The second view goes through the same backbone with, in every convolution and linear
     layer, the ``prune_ratio`` of its weights smallest in magnitude set to 0; the masks are
     drawn again from the weights at the start of every epoch (buffers, so a resumed run
-    has them). The pruned network forgets the rare samples first, so contrasting the two
-    branches stresses what the tail needs. The loss is ``SimCLR``'s (NT-Xent by default)
-    between the dense branch's first view and the pruned branch's second.
+    has them). The pruned branch normalises with batch norms of its own, in the backbone
+    and the projection head: its statistics differ from the dense network's, which the
+    features are read from and which it must not move. The pruned network forgets the
+    rare samples first, so contrasting the two branches stresses what the tail needs. The
+    loss is ``SimCLR``'s (NT-Xent by default) between the dense branch's first view and
+    the pruned branch's second.
 
     Args:
         prune_ratio: the fraction of each layer's weights pruned (0.9 in the paper).
@@ -310,6 +316,9 @@ class SDCLR(SimCLR):
         for index, name in enumerate(self.pruned):
             weight = self.backbone.get_submodule(name).weight
             self.register_buffer(f"mask_{index}", torch.ones_like(weight, dtype=torch.bool))
+        self.pruned_norms = nn.ModuleDict({
+            _norm_key(part, name): copy.deepcopy(module) for part in ("backbone", "projection")
+            for name, module in getattr(self, part).named_modules() if isinstance(module, _BatchNorm)})
 
     @torch.no_grad()
     def prune(self) -> None:
@@ -324,14 +333,32 @@ class SDCLR(SimCLR):
         super().on_train_epoch_start()
         self.prune()
 
+    def _own_norms(self, part: str) -> dict[str, Tensor]:
+        """The pruned branch's batch-norm parameters and statistics for ``part``, by the
+        names of the dense network's."""
+        return {f"{name}.{tensor_name}": tensor
+                for name, module in getattr(self, part).named_modules() if isinstance(module, _BatchNorm)
+                for tensor_name, tensor in self.pruned_norms[_norm_key(part, name)].state_dict(keep_vars=True).items()}
+
     def pruned_features(self, images: Tensor) -> Tensor:
         """Backbone features with every pruned layer's weights masked (the same weights,
-        so the gradient reaches them through the mask)."""
-        weights = {f"{name}.weight": self.backbone.get_submodule(name).weight * getattr(self, f"mask_{index}")
-                   for index, name in enumerate(self.pruned)}
+        so the gradient reaches them through the mask) and the branch's own batch norms."""
+        state = {f"{name}.weight": self.backbone.get_submodule(name).weight * getattr(self, f"mask_{index}")
+                 for index, name in enumerate(self.pruned)}
         images = images.contiguous(memory_format=torch.channels_last)
-        return torch.func.functional_call(self.backbone, weights, (images,), strict=False)
+        return torch.func.functional_call(self.backbone, {**state, **self._own_norms("backbone")}, (images,),
+                                          strict=False)
+
+    def pruned_embeddings(self, images: Tensor) -> Tensor:
+        """The pruned branch's projections: its features through the head with its own batch norms."""
+        return torch.func.functional_call(self.projection, self._own_norms("projection"),
+                                          (self.pruned_features(images),), strict=False)
 
     def embeddings(self, views: Tensor) -> tuple[Tensor, Tensor]:
         """The dense branch's embedding of the first view and the pruned branch's of the second."""
-        return self.projection(self.features(views[:, 0])), self.projection(self.pruned_features(views[:, 1]))
+        return self.projection(self.features(views[:, 0])), self.pruned_embeddings(views[:, 1])
+
+
+def _norm_key(part: str, name: str) -> str:
+    """A key of ``SDCLR.pruned_norms``: the part and the dense batch norm's name."""
+    return f"{part}__{name.replace('.', '__')}"
