@@ -89,8 +89,9 @@ SUPERVISED = ("method.name=supervised",)
 #: probe; each has a linear probe on its frozen backbone (``<name>_linear``), and ``random``
 #: is the floor (a backbone that did not learn). Best measured in a table of their own:
 #: ``--name cifar10_lt100_pretrain``.
+SWAV_VIEWS = "sim_global, sim_global, sim_local, sim_local"  # multi-crop: two global views, two small ones
 SELF_SUPERVISED_ROWS = {
-    name: Row((f"method.name={name}",), views="sim, sim, sim, sim" if name == "swav" else "sim, sim",
+    name: Row((f"method.name={name}",), views=SWAV_VIEWS if name == "swav" else "sim, sim",
               files=("pretrain.yaml",) + ((f"pretrain/{name}.yaml",) if name != "simclr" else ()))
     for name in ("simclr", "moco_v2", "byol", "sdclr", "twist", "swav", "boosted_simclr", "boosted_sdclr")
 }
@@ -136,7 +137,8 @@ ROWS = {
     "random": Row(("method.name=simclr", "optim.lr=1e-12"), views="sim, sim", epochs=1,  # the floor
                   files=("pretrain.yaml",)),
     # a class-balanced probe, so that it measures the features of every class, not the head's prior
-    **{f"{name}_linear": linear_probe(name, "data.sampler=class_balanced") for name in (*SELF_SUPERVISED_ROWS, "random")},
+    **{f"{name}_linear": linear_probe(name, "data.sampler=class_balanced")
+       for name in (*SELF_SUPERVISED_ROWS, "random")},
     "crt": Row(("method.name=crt", "data.sampler=class_balanced"), after="ce"),
     "lws": Row(("method.name=lws", "model.init_classifier=true", "data.sampler=class_balanced"), after="ce"),
     "marc": Row(("method.name=marc", "model.init_classifier=true"), after="ce"),

@@ -113,6 +113,17 @@ def test_sims_crop_runs_in_the_batch_stage_with_each_samples_own_draw():
     assert (columns < 8).any() and (columns >= 8).any()
 
 
+def test_swavs_small_crops_cover_a_smaller_part_of_the_image_than_its_global_views():
+    """Noise cropped and resized back to the side: the smaller the part a crop covers, the
+    more it is enlarged and the less neighbouring pixels differ (SwAV's local crops cover
+    0.05 to 0.14 of the image, its global views 0.14 to 1)."""
+    noise = np.random.default_rng(3).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)
+    data = dataset(noise, ["sim_global", "sim_local"])
+    views, _ = both_stages(data, [(0, seed) for seed in range(64)])
+    neighbour_difference = (views[..., 1:] - views[..., :-1]).abs().mean(dim=(0, 2, 3, 4))
+    assert neighbour_difference[1] < 0.7 * neighbour_difference[0]
+
+
 def test_a_batch_is_a_function_of_its_keys():
     rng = np.random.default_rng(1)
     data = dataset(rng.integers(0, 256, (6, 16, 16, 3), dtype=np.uint8), ["auto+cutout", "sim", "sim"])

@@ -37,7 +37,9 @@ padding; large ones (ImageNet) with random resized crops, and evaluated on a cen
 - ``sim``: SimAugment of MoCo v2 (Chen et al., 2020): random resized crop (scale 0.08
   to 1), flip, colour jitter 0.4/0.4/0.4/0.1 with p 0.8, grayscale with p 0.2; all in
   stage 2 when the stored images have the input side (torchvision's crop per image
-  otherwise);
+  otherwise); ``sim_global`` and ``sim_local``: the same with the crop scales of SwAV's
+  multi-crop (Caron et al., NeurIPS 2020), 0.14 to 1 for its global views and 0.05 to
+  0.14 for its small ones, which cover only a part of the image;
 - ``+cutout``: Cutout (DeVries and Taylor, 2017): a square of half the side, its centre
   uniform over the image and the square clipped at the border, erased to the mean after
   normalising (on 32-pixel images about 19% of the image on average).
@@ -56,7 +58,9 @@ from torchvision.transforms import v2
 
 from longtail.data.batch_augment import BatchAutoAugment, PaddedCropFlip
 
-POLICIES = ("none", "standard", "auto", "rand", "sim")
+#: The random resized crop's scales of the SimAugment policies.
+CROP_SCALES = {"sim": (0.08, 1.0), "sim_global": (0.14, 1.0), "sim_local": (0.05, 0.14)}
+POLICIES = ("none", "standard", "auto", "rand", *CROP_SCALES)
 #: Inputs of at least this side get the ImageNet-style policies.
 LARGE = 64
 
@@ -75,7 +79,7 @@ def batch_geometry(policy: str, size: int, source_size: int | None) -> bool:
     """Whether the view's crop and flip run in stage 2: those of small inputs and
     SimAugment's, when the stored images all have the input side (nothing then runs image
     by image before them)."""
-    return source_size == size and (policy == "sim" or (policy in ("standard", "auto") and size < LARGE))
+    return source_size == size and (policy in CROP_SCALES or (policy in ("standard", "auto") and size < LARGE))
 
 
 class TimmRandAugment(nn.Module):
@@ -115,8 +119,8 @@ def image_steps(policy: str, size: int, source_size: int | None,
         return [v2.Resize(round(size * 8 / 7), antialias=True), v2.CenterCrop(size)] if large else fit
     if batch_geometry(policy, size, source_size):
         return []
-    if policy == "sim":
-        return resized_crop
+    if policy in CROP_SCALES:
+        return [v2.RandomResizedCrop(size, scale=CROP_SCALES[policy], antialias=True), v2.RandomHorizontalFlip()]
     standard = resized_crop if large else fit + [v2.RandomCrop(size, padding=padding(size)), v2.RandomHorizontalFlip()]
     if policy == "rand" and large:
         return standard + [v2.ColorJitter(0.4, 0.4, 0.4), TimmRandAugment(BCL_RANDAUGMENT, size, mean)]
@@ -133,7 +137,8 @@ def padding(size: int) -> int:
 def uint8_batch_steps(policy: str, size: int, source_size: int | None) -> list[nn.Module]:
     """Stage 2 of ``policy`` on uint8 ``[B, 3, S, S]``: the padded crop and flip of small
     images at the input side, and AutoAugment's operations."""
-    steps = [PaddedCropFlip(padding(size))] if policy != "sim" and batch_geometry(policy, size, source_size) else []
+    padded_crop = policy not in CROP_SCALES and batch_geometry(policy, size, source_size)
+    steps = [PaddedCropFlip(padding(size))] if padded_crop else []
     if policy == "auto":
         steps.append(BatchAutoAugment(v2.AutoAugmentPolicy.IMAGENET if size >= LARGE else v2.AutoAugmentPolicy.CIFAR10))
     return steps
@@ -141,14 +146,14 @@ def uint8_batch_steps(policy: str, size: int, source_size: int | None) -> list[n
 
 def batch_steps(policy: str, size: int, source_size: int | None) -> list[nn.Module]:
     """Stage 2 of ``policy`` before normalising: float ``[B, 3, S, S]`` in ``[0, 1]``."""
-    if policy != "sim":
+    if policy not in CROP_SCALES:
         return []
     import kornia.augmentation as K
 
     colour = [K.ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8), K.RandomGrayscale(p=0.2)]
     if not batch_geometry(policy, size, source_size):
         return colour
-    return [K.RandomResizedCrop((size, size), scale=(0.08, 1.0)), K.RandomHorizontalFlip(), *colour]
+    return [K.RandomResizedCrop((size, size), scale=CROP_SCALES[policy]), K.RandomHorizontalFlip(), *colour]
 
 
 class Cutout(nn.Module):

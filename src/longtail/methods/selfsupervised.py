@@ -187,10 +187,11 @@ class SwAV(SelfSupervised):
     ``iterations``; across every process in a distributed run), and every view predicts the
     codes of the other global views with a softmax at ``temperature`` (lightly's loss).
     Multi-crop: the views after the first two are shrunk to ``small_scale`` of the side,
-    the small crops the paper adds at little cost. The prototypes stay as drawn (and
-    normalised) for the first ``frozen_epochs`` (the paper freezes them for the first epoch, Appendix A, so that
-    the early codes have fixed targets): their gradient is dropped, and no weight decay or
-    momentum moves them.
+    the small crops the paper adds at little cost (its recipe crops them from a small part
+    of the image, the ``sim_local`` view, and the global ones with ``sim_global``). The
+    prototypes stay as drawn (and normalised) for the first ``frozen_epochs`` (the paper
+    freezes them for the first epoch, Appendix A, so that the early codes have fixed
+    targets): their gradient is dropped, and no weight decay or momentum moves them.
 
     Args:
         prototypes: K, the number of prototypes.
