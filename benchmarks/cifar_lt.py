@@ -15,8 +15,9 @@ machines when --runs travels with it.
 
 Each row reads its paper recipe from configs/cifar*_lt/ and compresses it to the budget:
 its warm-up and step milestones scale with the epochs, and its learning rate scales
-linearly with the batch size. The supervised rows take BCL's (bcl.yaml: 200 epochs, steps
-at 160 and 180, 0.15 at 256), the self-supervised pre-trainings the long-tailed SimCLR
+linearly with the batch size. The single-branch rows take BCL's (bcl.yaml: 200 epochs, steps
+at 160 and 180, 0.15 at 256), the supervised contrastive ones their own (supcon.yaml,
+paco.yaml, ...), the self-supervised pre-trainings the long-tailed SimCLR
 recipe (pretrain.yaml, cosine, 0.5 at 512) with their method's file over it, and the
 linear probes linear.yaml's (20 epochs, 0.5 at 256, no weight decay). Single-branch methods
 train on the classifier view of BCL (AutoAugment and Cutout), or with ``standard`` views
@@ -123,16 +124,16 @@ ROWS = {
     "square_root": Row(("method.name=ce", "data.sampler=square_root")),
     "progressive": Row(("method.name=ce", "data.sampler=progressive")),
     "cdb_s": Row(("method.name=ce", "method.cdb_tau=1.5", "data.sampler=class_difficulty", "data.val_per_class=25")),
-    "supcon": Row(("method.name=supcon", "model.classifier=linear"), views="auto+cutout, sim, sim"),
-    "supcon_pretrain": Row(("method.name=supcon", "method.alpha=0", "model.classifier=linear"), views="sim, sim"),
+    "supcon": Row(("method.name=supcon",), views="auto+cutout, sim, sim", files=("supcon.yaml",)),
+    "supcon_pretrain": Row(("method.name=supcon", "method.alpha=0"), views="sim, sim", files=("supcon_pretrain.yaml",)),
     "supcon_linear": linear_probe("supcon_pretrain"),
-    "tsc_pretrain": Row(("method.name=tsc", "model.classifier=linear"), views="sim, sim"),
+    "tsc_pretrain": Row(("method.name=tsc",), views="sim, sim", files=("tsc.yaml",)),
     "tsc_linear": linear_probe("tsc_pretrain", "data.sampler=class_balanced"),  # TSC's second stage
     # the key encoder's 0.999 (a 1000-step average) is a third of these 2,900 steps; 0.99 keeps its lag
     # near the paper's share of its 400 epochs
-    "paco": Row(("method.name=paco", "model.classifier=linear", "method.momentum=0.99"), views="auto+cutout, sim"),
-    "gpaco": Row(("method.name=gpaco", "model.classifier=linear"), views="auto+cutout, sim"),
-    "rescom": Row(("method.name=rescom", "model.classifier=linear"), views="auto+cutout, auto+cutout"),
+    "paco": Row(("method.name=paco", "method.momentum=0.99"), views="auto+cutout, sim", files=("paco.yaml",)),
+    "gpaco": Row(("method.name=gpaco",), views="auto+cutout, sim", files=("gpaco.yaml",)),
+    "rescom": Row(("method.name=rescom",), views="auto+cutout, auto+cutout", files=("rescom.yaml",)),
     **SELF_SUPERVISED_ROWS,
     "random": Row(("method.name=simclr", "optim.lr=1e-12"), views="sim, sim", epochs=1,  # the floor
                   files=("pretrain.yaml",)),
