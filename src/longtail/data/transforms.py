@@ -113,14 +113,15 @@ def image_steps(policy: str, size: int, source_size: int | None,
                 mean: Sequence[float] = (0.5, 0.5, 0.5)) -> list[v2.Transform]:
     """Stage 1 of ``policy``: uint8 ``[3, H, W]`` -> uint8 ``[3, size, size]``."""
     large = size >= LARGE
-    resized_crop = [v2.RandomResizedCrop(size, scale=(0.08, 1.0), antialias=True), v2.RandomHorizontalFlip()]
+    scale = CROP_SCALES.get(policy, CROP_SCALES["sim"])  # the large standard crop's is SimAugment's
+    resized_crop = [v2.RandomResizedCrop(size, scale=scale, antialias=True), v2.RandomHorizontalFlip()]
     fit = [] if source_size == size else [v2.Resize(size, antialias=True), v2.CenterCrop(size)]
     if policy == "none":
         return [v2.Resize(round(size * 8 / 7), antialias=True), v2.CenterCrop(size)] if large else fit
     if batch_geometry(policy, size, source_size):
         return []
     if policy in CROP_SCALES:
-        return [v2.RandomResizedCrop(size, scale=CROP_SCALES[policy], antialias=True), v2.RandomHorizontalFlip()]
+        return resized_crop
     standard = resized_crop if large else fit + [v2.RandomCrop(size, padding=padding(size)), v2.RandomHorizontalFlip()]
     if policy == "rand" and large:
         return standard + [v2.ColorJitter(0.4, 0.4, 0.4), TimmRandAugment(BCL_RANDAUGMENT, size, mean)]

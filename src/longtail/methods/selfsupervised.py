@@ -317,9 +317,10 @@ class SDCLR(SimCLR):
         for index, name in enumerate(self.pruned):
             weight = self.backbone.get_submodule(name).weight
             self.register_buffer(f"mask_{index}", torch.ones_like(weight, dtype=torch.bool))
-        self.pruned_norms = nn.ModuleDict({
-            _norm_key(part, name): copy.deepcopy(module) for part in ("backbone", "projection")
-            for name, module in getattr(self, part).named_modules() if isinstance(module, _BatchNorm)})
+        self.norm_names = [(part, name) for part in ("backbone", "projection")
+                           for name, module in getattr(self, part).named_modules() if isinstance(module, _BatchNorm)]
+        self.pruned_norms = nn.ModuleDict({_norm_key(part, name): copy.deepcopy(getattr(self, part).get_submodule(name))
+                                           for part, name in self.norm_names})
 
     @torch.no_grad()
     def prune(self) -> None:
@@ -337,8 +338,7 @@ class SDCLR(SimCLR):
     def _own_norms(self, part: str) -> dict[str, Tensor]:
         """The pruned branch's batch-norm parameters and statistics for ``part``, by the
         names of the dense network's."""
-        return {f"{name}.{tensor_name}": tensor
-                for name, module in getattr(self, part).named_modules() if isinstance(module, _BatchNorm)
+        return {f"{name}.{tensor_name}": tensor for norm_part, name in self.norm_names if norm_part == part
                 for tensor_name, tensor in self.pruned_norms[_norm_key(part, name)].state_dict(keep_vars=True).items()}
 
     def pruned_features(self, images: Tensor) -> Tensor:
