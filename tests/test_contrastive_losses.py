@@ -203,29 +203,32 @@ def centre_ce_loop(anchors, labels, logits, references, own, counts, temperature
     return torch.stack(losses).mean()
 
 
-def tsc_loop(features, targets, target_vectors, assignment, temperature, lam):
-    """TSC (Li et al. 2022, eq. 4): softmax over the other views and all C targets (same
-    T); mean over anchors with a view positive of the SupCon term, plus lambda times the
-    mean over all anchors of -log s of the assigned target."""
-    anchors = _anchor_list(features, targets)
-    n = len(anchors)
+def tsc_loop(features, targets, target_vectors, assignment, temperature, lam, counted=None):
+    """TSC (Li et al. 2022, eq. 4 with the authors' parenthesis: the target term inside
+    KCL's 1/(k+1)): softmax over the other views and all C targets (same T); each anchor's
+    ``-(sum_p log s_p + lam log s_target) / |P|``, P its view positives (those ``counted(b,
+    v, b2, v2)`` allows, when given: KCL's draw), |P| at least 1. The first term's mean
+    runs over the anchors with a view positive, the target term's over all."""
+    B, V, _ = features.shape
+    anchors = [(b, v) for b in range(B) for v in range(V)]
     C = target_vectors.shape[0]
     first, second = [], []
-    for i in range(n):
-        z_i, y = anchors[i]
-        view_logits = {k: _dot(z_i, anchors[k][0]) / temperature for k in range(n) if k != i}
+    for b, v in anchors:
+        z_i, y = features[b, v], int(targets[b])
+        others = [(b2, v2) for b2, v2 in anchors if (b2, v2) != (b, v)]
+        view_logits = {o: _dot(z_i, features[o]) / temperature for o in others}
         target_logits = [_dot(z_i, target_vectors[j]) / temperature for j in range(C)]
         denom = torch.zeros((), dtype=DTYPE)
         for l in list(view_logits.values()) + target_logits:
             denom = denom + torch.exp(l)
-        positives = [k for k in view_logits if anchors[k][1] == y]
+        positives = [o for o in others if int(targets[o[0]]) == y and (counted is None or counted(b, v, *o))]
         if positives:
             acc = torch.zeros((), dtype=DTYPE)
-            for p in positives:
-                acc = acc + view_logits[p] - torch.log(denom)
+            for o in positives:
+                acc = acc + view_logits[o] - torch.log(denom)
             first.append(-acc / len(positives))
         a = int(assignment[y])
-        second.append(-(target_logits[a] - torch.log(denom)))
+        second.append(-(target_logits[a] - torch.log(denom)) / max(1, len(positives)))
     return torch.stack(first).mean() + lam * torch.stack(second).mean()
 
 
@@ -561,6 +564,38 @@ def test_tsc_matches_loop(seed, V, lam):
     # with the identity assignment the loss is another
     other = tsc_loop(features, targets, tvec, torch.arange(C), T, lam)
     assert abs(other.item() - loss.item()) > 1e-3
+
+
+def test_tsc_draws_k_positives_and_matches_loop_on_them():
+    B, V, C, D, T, lam, k = 9, 2, 3, 8, 0.1, 0.5, 2
+    crit, tvec, perm = _tsc_module(C, D, T, lam, 5)
+    crit.positives = k
+    targets = torch.tensor([0, 0, 0, 0, 0, 1, 1, 2, 0])  # class 0: 6 images, 1: 2, 2: a single one
+    images = torch.arange(B).repeat(V)  # view-major, as the loss flattens
+    labels = targets.repeat(V)
+    kept = crit.kept_positives(labels, images, labels, images)
+    assert int(crit.draws) == 1
+    for i in range(B * V):
+        same_image = (images == images[i]).nonzero().flatten().tolist()
+        others = ((labels == labels[i]) & (images != images[i])).nonzero().flatten().tolist()
+        assert all(kept[i, j] for j in same_image)  # its image's views, always
+        assert sum(bool(kept[i, j]) for j in others) == min(k, len(others))
+        assert not kept[i, labels != labels[i]].any()
+    crit.draws.fill_(0)  # a resumed run draws again what it drew
+    assert torch.equal(crit.kept_positives(labels, images, labels, images), kept)
+    assert not torch.equal(crit.kept_positives(labels, images, labels, images), kept)  # the next draw differs
+
+    features = _unit((B, V, D), 6)
+    f_mod, f_ref = _leaf(features), _leaf(features)
+    crit.draws.fill_(0)
+    loss = crit(f_mod, targets)
+    ref = tsc_loop(f_ref, targets, tvec, perm, T, lam, counted=lambda b, v, b2, v2: bool(kept[v * B + b, v2 * B + b2]))
+    torch.testing.assert_close(loss.to(DTYPE), ref, atol=ATOL32, rtol=RTOL32)
+    loss.backward()
+    ref.backward()
+    _check_grads([(f_mod, f_ref)], ATOL32, RTOL32)
+    every = tsc_loop(features, targets, tvec, perm, T, lam)  # all positives counted: another loss
+    assert abs(every.item() - loss.item()) > 1e-3
 
 
 @pytest.mark.parametrize("C,D,expected", [

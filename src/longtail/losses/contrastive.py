@@ -54,6 +54,7 @@ def contrastive_loss(
     extra_positives: Tensor | None = None,
     positive_weight: float = 1.0,
     anchor_weights: Tensor | None = None,
+    kept_positives: Tensor | None = None,
 ) -> Tensor:
     """Negative weighted mean log-likelihood of each anchor's positives among the
     references, averaged over the anchors that have one: the core of SupCon, BCL, PaCo,
@@ -94,6 +95,8 @@ def contrastive_loss(
         positive_weight: the weight of a reference positive (PaCo's alpha).
         anchor_weights: ``[N]`` weights of the anchors' losses in the mean (a weighted
             sum over the count), or ``None``.
+        kept_positives: ``[N, M]`` bool, the reference positives that count as such (KCL's
+            sample of k); the others stay in the denominator only. ``None``: all of them.
 
     In a distributed run the anchors are this process's and the mean runs over the anchors
     of every process (``longtail.losses.distributed.global_mean``); the caller gathers the
@@ -113,6 +116,8 @@ def contrastive_loss(
         positives, left_out = same_class | is_own, torch.zeros_like(is_own)
     else:
         positives, left_out = same_class & ~is_own, is_own
+    if kept_positives is not None:
+        positives = positives & kept_positives
 
     denominator_logits = logits.masked_fill(left_out | positives if decoupled else left_out, float("-inf"))
     if class_averaged:

@@ -42,28 +42,37 @@ def uniform_targets(num_classes: int, dim: int, steps: int = 500, temperature: f
 
 
 class TargetedSupConLoss(nn.Module):
-    """TSC: SupCon with each class's target on the sphere in the contrast set.
+    """TSC: k-positive contrast with each class's target on the sphere in the contrast set.
 
     - [0] Li et al., "Targeted Supervised Contrastive Learning for Long-Tailed
       Recognition", CVPR 2022, https://arxiv.org/abs/2111.13998 (Sec. 3, eq. 4)
+    - [1] Kang et al., "Exploring Balanced Feature Spaces for Representation Learning",
+      ICLR 2021 (KCL: k positives per anchor)
 
     The C targets ``t`` (``uniform_targets``) join every anchor's softmax, at the same
-    temperature as the views. For anchor view ``i`` of class ``y``, with ``P(i)`` the other
-    views of its class and ``t_{a(y)}`` the target assigned to its class:
+    temperature as the views. Anchor view ``i`` of class ``y`` has as positives ``P(i)``
+    the other views of its image and ``positives`` (k) views of other images of its class
+    drawn at random (KCL, on which TSC is built; ``None``: all of them, SupCon's), the rest
+    of the batch in its denominator only. With ``t_{a(y)}`` the target assigned to its
+    class, its loss is
 
-    ``L_i = -1/|P(i)| sum_{p in P(i)} log s_p - lambda log s_{t_{a(y)}}``
+    ``L_i = -1/|P(i)| (sum_{p in P(i)} log s_p + lambda log s_{t_{a(y)}})``
 
-    so the tail classes, whatever their few samples, each hold a target as far from the
-    others as the head's. Classes and targets are matched by the Hungarian algorithm on
-    the cosine between each class's centroid (a moving average of its normalised mean
-    embedding) and each target, after every step (``update``); the assignment, the
-    centroids and the targets are buffers, kept in checkpoints.
+    the target term inside the ``1/(k+1)`` of KCL, as the authors correct eq. 4's missing
+    parenthesis; the mean runs over the anchors (an anchor with no view positive keeps
+    its target term, at weight lambda). The tail classes, whatever their few samples, each
+    hold a target as far from the others as the head's. Classes and targets are matched by
+    the Hungarian algorithm on the cosine between each class's centroid (a moving average
+    of its normalised mean embedding) and each target, after every step (``update``). The
+    assignment, the centroids, the targets and the count of draws (which seeds the k
+    positives' draw, so that a resumed run draws the same) are buffers, kept in checkpoints.
 
     Args:
         num_classes: C.
         dim: D, the embeddings' dimension.
         temperature: T of the softmax.
         target_weight: lambda, the weight of the target term.
+        positives: k, the other images' views drawn as each anchor's positives; ``None``: all.
         centroid_momentum: the centroids' moving-average factor (the old value's weight).
         decoupled: leave the positives out of the denominator (DCL, Yeh et al., ECCV 2022).
 
@@ -72,31 +81,54 @@ class TargetedSupConLoss(nn.Module):
     """
 
     def __init__(self, num_classes: int, dim: int, temperature: float = 0.1, target_weight: float = 0.2,
-                 centroid_momentum: float = 0.9, decoupled: bool = False) -> None:
+                 positives: int | None = None, centroid_momentum: float = 0.9, decoupled: bool = False) -> None:
         super().__init__()
         _check_temperature(temperature)
-        if target_weight < 0 or not 0 <= centroid_momentum < 1:
-            raise ValueError(f"target_weight must be non-negative and centroid_momentum in [0, 1), "
-                             f"got {target_weight} and {centroid_momentum}")
+        if target_weight < 0 or not 0 <= centroid_momentum < 1 or (positives is not None and positives < 0):
+            raise ValueError(f"target_weight and positives must be non-negative and centroid_momentum in [0, 1), "
+                             f"got {target_weight}, {positives} and {centroid_momentum}")
         self.temperature, self.target_weight, self.decoupled = temperature, target_weight, decoupled
-        self.centroid_momentum = centroid_momentum
+        self.positives, self.centroid_momentum = positives, centroid_momentum
         self.register_buffer("targets", uniform_targets(num_classes, dim).clone())
         self.register_buffer("assignment", torch.arange(num_classes))
         self.register_buffer("centroids", torch.zeros(num_classes, dim))
+        self.register_buffer("draws", torch.zeros((), dtype=torch.long))
+
+    def kept_positives(self, labels: Tensor, images: Tensor, reference_labels: Tensor,
+                       reference_images: Tensor) -> Tensor | None:
+        """``[N, M]``: each anchor's other views of its image, and k references of its class
+        from other images drawn uniformly without replacement (``None`` with every positive
+        kept)."""
+        if self.positives is None:
+            return None
+        same_image = images[:, None] == reference_images[None, :]
+        candidates = (labels[:, None] == reference_labels[None, :]) & ~same_image
+        generator = torch.Generator().manual_seed(int(self.draws))
+        self.draws += 1
+        scores = torch.rand(candidates.shape, generator=generator).to(candidates.device)
+        drawn = scores.masked_fill(~candidates, -1.0).topk(min(self.positives, scores.shape[1]), dim=1).indices
+        sampled = torch.zeros_like(candidates).scatter_(1, drawn, True) & candidates
+        return sampled | same_image
 
     def forward(self, features: Tensor, targets: Tensor) -> Tensor:
         anchors, labels = _flatten_views(features, targets)
+        images = own_positions(len(features), features.device).repeat(features.shape[1])
         target_logits = similarities(anchors, self.targets) / self.temperature
         assigned = F.one_hot(self.assignment[labels], len(self.targets)).bool()
-        common = dict(temperature=self.temperature, own=own_positions(len(anchors), anchors.device),
-                      decoupled=self.decoupled)
+        own = own_positions(len(anchors), anchors.device)
         references, reference_labels = gather(anchors), gather(labels)
+        kept = self.kept_positives(labels, images, reference_labels, gather(images))
+        common = dict(temperature=self.temperature, own=own, decoupled=self.decoupled, kept_positives=kept)
         # decoupled, the anchor's target leaves the views' denominator too: it is a positive
         view_target_logits = target_logits.masked_fill(assigned, -torch.inf) if self.decoupled else target_logits
         views = contrastive_loss(anchors, labels, references, reference_labels, extra_logits=view_target_logits,
                                  **common)
+        positives = (labels[:, None] == reference_labels[None, :]).scatter_(1, own[:, None], False)
+        if kept is not None:
+            positives &= kept
         target = contrastive_loss(anchors, labels, references, reference_labels, extra_logits=target_logits,
-                                  extra_positives=assigned, positive_weight=0.0, **common)
+                                  extra_positives=assigned, positive_weight=0.0,
+                                  anchor_weights=1 / positives.sum(dim=1).clamp(min=1), **common)
         return views + self.target_weight * target
 
     @torch.no_grad()

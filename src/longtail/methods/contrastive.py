@@ -89,20 +89,25 @@ class TSC(SupCon):
     ``SupCon`` whose contrastive branch is ``TargetedSupConLoss``: C targets spread
     uniformly on the sphere (computed once by optimisation), each class pulled to the one
     the Hungarian algorithm assigns it after every step, from the class centroids of every
-    process's embeddings. By default a pre-training (``alpha = 0``), as in the paper,
-    followed by a linear classifier (``method.name=crt model.init_from=RUN_DIR``).
+    process's embeddings; each anchor's positives are its image's other views and k drawn
+    from its class (KCL, on which the paper builds). By default a pre-training
+    (``alpha = 0``), as in the paper, followed by a linear classifier
+    (``method.name=crt model.init_from=RUN_DIR``).
 
     Args:
-        target_weight: lambda, the weight of the target term.
+        target_weight: lambda, the weight of the target term (0.2 in the authors' runs).
+        positives: k, the views of other images of its class drawn as an anchor's
+            positives (6 in the authors' runs); ``None``: all of them, SupCon's.
         alpha, beta, temperature, decoupled, feat_dim, hidden_dim, parts: as ``SupCon``.
     """
 
     def __init__(self, *, alpha: float = 0.0, beta: float = 1.0, temperature: float = 0.1, target_weight: float = 0.2,
-                 decoupled: bool = False, feat_dim: int = 128, hidden_dim: int = 512, **parts) -> None:
+                 positives: int | None = 6, decoupled: bool = False, feat_dim: int = 128, hidden_dim: int = 512,
+                 **parts) -> None:
         super().__init__(alpha=alpha, beta=beta, temperature=temperature, decoupled=decoupled, feat_dim=feat_dim,
                          hidden_dim=hidden_dim, **parts)
         self.contrastive_loss = TargetedSupConLoss(self.classifier.weight.shape[0], feat_dim, temperature,
-                                                   target_weight, decoupled=decoupled)
+                                                   target_weight, positives, decoupled=decoupled)
 
     def contrastive_term(self, embeddings: Tensor, targets: Tensor) -> Tensor:
         self._seen = embeddings.detach().flatten(0, 1), targets.repeat_interleave(embeddings.shape[1])
