@@ -74,6 +74,20 @@ def test_moco_v2_is_info_nce_over_the_keys_and_the_queue_then_queues_the_keys_an
         torch.testing.assert_close(moco.key_encoder.encoder.backbone.state_dict()[name], expected)
 
 
+def test_moco_v2_normalises_its_keys_in_groups_apart_from_the_queries():
+    moco = method("method.name=moco_v2", "method.key_group=3")
+    moco.train()
+    images = torch.randn(7, 3, 8, 8)
+    keys = moco.keys(images)
+    with torch.no_grad():  # MoCo's Shuffling BN on one process: 7 images in groups of 3, 2 and 2
+        grouped = torch.cat([moco.key_encoder(images[:3]), moco.key_encoder(images[3:5]), moco.key_encoder(images[5:])])
+        whole = moco.key_encoder(images)
+    torch.testing.assert_close(keys, F.normalize(grouped, dim=1))
+    assert (keys - F.normalize(whole, dim=1)).abs().max() > 1e-3  # the batch's statistics would differ
+    with pytest.raises(ValueError, match="key_group"):
+        method("method.name=moco_v2", "method.key_group=1")
+
+
 def test_pretrain_raises_the_k_nn_accuracy_of_a_random_backbone_and_refuses_a_supervised_method(tmp_path, capsys,
                                                                                              monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -186,7 +200,7 @@ def test_twist_is_symmetric_kl_plus_sample_entropy_minus_batch_entropy():
 
 
 def test_sdclr_contrasts_the_network_with_its_magnitude_pruned_self():
-    sdclr = method("method.name=sdclr", "method.prune_ratio=0.75")
+    sdclr = method("method.name=sdclr", "method.prune_ratio=0.75", "method.prune_scope=layer")
     sdclr.eval()
     sdclr.prune()
     for index, name in enumerate(sdclr.pruned):  # each layer keeps its largest quarter
@@ -211,6 +225,21 @@ def test_sdclr_contrasts_the_network_with_its_magnitude_pruned_self():
     assert loss.item() == pytest.approx(nt_xent_reference(dense, pruned, 0.5), rel=1e-5)
     loss.backward()  # the gradient reaches the shared weights through both branches
     assert sdclr.backbone.get_submodule(sdclr.pruned[0]).weight.grad.abs().max() > 0
+
+
+def test_sdclr_prunes_by_one_threshold_over_every_layer_by_default():
+    sdclr = method("method.name=sdclr", "method.prune_ratio=0.75")
+    with torch.no_grad():  # the layers' magnitudes apart, so that one threshold prunes them unevenly
+        for scale, name in enumerate(sdclr.pruned, start=1):
+            sdclr.backbone.get_submodule(name).weight.mul_(scale)
+    sdclr.prune()
+    weights = torch.cat([sdclr.backbone.get_submodule(name).weight.detach().abs().flatten() for name in sdclr.pruned])
+    masks = torch.cat([getattr(sdclr, f"mask_{index}").flatten() for index in range(len(sdclr.pruned))])
+    assert masks.sum() == round(len(weights) * 0.25) and weights[masks].min() >= weights[~masks].max()
+    shares = [getattr(sdclr, f"mask_{index}").float().mean().item() for index in range(len(sdclr.pruned))]
+    assert max(shares) - min(shares) > 0.2  # not a quarter of each layer
+    with pytest.raises(ValueError, match="prune_scope"):
+        method("method.name=sdclr", "method.prune_scope=channel")
 
 
 def test_sdclrs_pruned_branch_normalises_with_batch_norms_of_its_own():

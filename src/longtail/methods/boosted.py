@@ -107,13 +107,14 @@ class BoostedSDCLR(_MemorizationBoost, SDCLR):
 
     Args:
         beta, num_ops, class_counts: as ``BoostedSimCLR``.
-        prune_ratio, temperature, feat_dim, hidden_dim: as ``SDCLR`` (the objective is NT-Xent).
+        prune_ratio, prune_scope, temperature, feat_dim, hidden_dim: as ``SDCLR`` (the
+            objective is NT-Xent).
         parts: those of ``ClassifierMethod``.
     """
 
-    def __init__(self, *, beta: float = 0.97, num_ops: int = 1, prune_ratio: float = 0.9, temperature: float = 0.5,
-                 feat_dim: int = 128, hidden_dim: int = 512, class_counts: Sequence[int] | None = None,
-                 **parts) -> None:
-        super().__init__(prune_ratio=prune_ratio, temperature=temperature, feat_dim=feat_dim, hidden_dim=hidden_dim,
-                         **parts)
+    def __init__(self, *, beta: float = 0.97, num_ops: int = 1, prune_ratio: float = 0.9, prune_scope: str = "global",
+                 temperature: float = 0.5, feat_dim: int = 128, hidden_dim: int = 512,
+                 class_counts: Sequence[int] | None = None, **parts) -> None:
+        super().__init__(prune_ratio=prune_ratio, prune_scope=prune_scope, temperature=temperature, feat_dim=feat_dim,
+                         hidden_dim=hidden_dim, **parts)
         self._boost(beta, num_ops, class_counts)

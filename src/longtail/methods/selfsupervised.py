@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 import torch.nn.functional as F
@@ -94,31 +95,46 @@ class MoCoV2(SelfSupervised):
     (``contrastive_loss`` with the key as the own positive, every key unlabelled). After
     each step the keys join the queue and the encoder moves toward the online weights.
 
+    The keys are encoded in groups of ``key_group`` images, each normalised by its own
+    batch statistics, while the queries are normalised over the whole batch: a query and
+    its positive key never share their statistics, which would otherwise let the model
+    find its key by the batch's "signature" rather than by the image (Shuffling BN,
+    Sec. 3.3 of [0], there by spreading the shuffled keys over 8 GPUs of 32; the loader's
+    batch is already in random order, so a group is a random subset).
+
     Args:
         temperature: T.
         queue_size: the keys kept (65,536 on ImageNet; a few thousand for CIFAR's
             12,406 long-tailed images).
         momentum: m of the key encoder.
+        key_group: the images of the key batch normalised together (32 per GPU in [0]).
         feat_dim: the embedding's dimension.
         hidden_dim: the head's hidden width.
         parts: those of ``ClassifierMethod``.
     """
 
     def __init__(self, *, temperature: float = 0.2, queue_size: int = 4096, momentum: float = 0.99,
-                 feat_dim: int = 128, hidden_dim: int = 512, **parts) -> None:
+                 key_group: int = 32, feat_dim: int = 128, hidden_dim: int = 512, **parts) -> None:
         from lightly.models.modules import MoCoProjectionHead
 
         super().__init__(**parts)
-        if not temperature > 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
-        self.temperature = temperature
+        if not temperature > 0 or key_group < 2:
+            raise ValueError(f"temperature must be positive and key_group at least 2 (batch norm needs two "
+                             f"images), got {temperature} and {key_group}")
+        self.temperature, self.key_group = temperature, key_group
         self.projection = MoCoProjectionHead(self.backbone.num_features, hidden_dim, feat_dim)
         self.queue = LabelledQueue(queue_size, feat_dim)
         self.key_encoder = MomentumEncoder(Projected(self.backbone, self.projection), momentum)
 
+    def keys(self, images: Tensor) -> Tensor:
+        """The key encoder's normalised embeddings of ``images``, in near-equal groups of at
+        most ``key_group``."""
+        groups = images.tensor_split(math.ceil(len(images) / self.key_group))
+        return F.normalize(torch.cat([self.key_encoder(group) for group in groups]), dim=1)
+
     def training_losses(self, views: Tensor, targets: Tensor) -> dict[str, Tensor]:
         queries = F.normalize(self.projection(self.features(views[:, 0])), dim=1)
-        keys = F.normalize(self.key_encoder(views[:, 1]), dim=1).to(queries.dtype)
+        keys = self.keys(views[:, 1]).to(queries.dtype)
         self.queue.hold(keys)
         queue_keys, _ = self.queue()
         references = torch.cat([gather(keys), queue_keys.to(keys.dtype)])
@@ -290,10 +306,11 @@ class SDCLR(SimCLR):
     - [0] Jiang et al., "Self-Damaging Contrastive Learning", ICML 2021,
       https://arxiv.org/abs/2106.02990 (Sec. 3, the self-competitor)
 
-    The second view goes through the same backbone with, in every convolution and linear
-    layer, the ``prune_ratio`` of its weights smallest in magnitude set to 0; the masks are
-    drawn again from the weights at the start of every epoch (buffers, so a resumed run
-    has them). The pruned branch normalises with batch norms of its own, in the backbone
+    The second view goes through the same backbone with the ``prune_ratio`` of the weights
+    of its convolution and linear layers smallest in magnitude set to 0: of them all
+    together (``prune_scope=global``, as the authors' release prunes) or of each layer
+    (``layer``). The masks are drawn again from the weights at the start of every epoch
+    (buffers, so a resumed run has them). The pruned branch normalises with batch norms of its own, in the backbone
     and the projection head: its statistics differ from the dense network's, which the
     features are read from and which it must not move. The pruned network forgets the
     rare samples first, so contrasting the two branches stresses what the tail needs. The
@@ -301,17 +318,20 @@ class SDCLR(SimCLR):
     the pruned branch's second.
 
     Args:
-        prune_ratio: the fraction of each layer's weights pruned (0.9 in the paper).
+        prune_ratio: the fraction of the weights pruned (0.9 in the paper for CIFAR).
+        prune_scope: ``global``, one magnitude threshold for every layer, or ``layer``, the
+            ratio in each.
         objective, temperature, feat_dim, hidden_dim, parts: as ``SimCLR``.
     """
 
-    def __init__(self, *, prune_ratio: float = 0.9, objective: str = "ntxent", temperature: float = 0.5,
-                 feat_dim: int = 128, hidden_dim: int = 512, **parts) -> None:
+    def __init__(self, *, prune_ratio: float = 0.9, prune_scope: str = "global", objective: str = "ntxent",
+                 temperature: float = 0.5, feat_dim: int = 128, hidden_dim: int = 512, **parts) -> None:
         super().__init__(objective=objective, temperature=temperature, feat_dim=feat_dim, hidden_dim=hidden_dim,
                          **parts)
-        if not 0 <= prune_ratio < 1:
-            raise ValueError(f"prune_ratio must be in [0, 1), got {prune_ratio}")
-        self.prune_ratio = prune_ratio
+        if not 0 <= prune_ratio < 1 or prune_scope not in ("global", "layer"):
+            raise ValueError(f"prune_ratio must be in [0, 1) and prune_scope global or layer, got {prune_ratio} "
+                             f"and {prune_scope!r}")
+        self.prune_ratio, self.prune_scope = prune_ratio, prune_scope
         self.pruned = [name for name, module in self.backbone.named_modules()
                        if isinstance(module, (nn.Conv2d, nn.Linear))]
         for index, name in enumerate(self.pruned):
@@ -324,12 +344,20 @@ class SDCLR(SimCLR):
 
     @torch.no_grad()
     def prune(self) -> None:
-        """Each layer's mask: its weights above the ``prune_ratio`` quantile of magnitude."""
-        for index, name in enumerate(self.pruned):
-            magnitude = self.backbone.get_submodule(name).weight.abs()
-            kept = max(1, round(magnitude.numel() * (1 - self.prune_ratio)))
-            threshold = magnitude.flatten().kthvalue(magnitude.numel() - kept + 1).values
+        """Each layer's mask: its weights at or above the ``prune_ratio`` quantile of
+        magnitude, of all the layers' weights or of its own."""
+        magnitudes = [self.backbone.get_submodule(name).weight.abs() for name in self.pruned]
+        if self.prune_scope == "global":
+            thresholds = [self._threshold(torch.cat([m.flatten() for m in magnitudes]))] * len(magnitudes)
+        else:
+            thresholds = [self._threshold(m.flatten()) for m in magnitudes]
+        for index, (magnitude, threshold) in enumerate(zip(magnitudes, thresholds)):
             getattr(self, f"mask_{index}").copy_(magnitude >= threshold)
+
+    def _threshold(self, magnitudes: Tensor) -> Tensor:
+        """The smallest of the ``1 - prune_ratio`` largest ``magnitudes`` (at least one kept)."""
+        kept = max(1, round(magnitudes.numel() * (1 - self.prune_ratio)))
+        return magnitudes.kthvalue(magnitudes.numel() - kept + 1).values
 
     def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()
