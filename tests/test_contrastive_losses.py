@@ -584,6 +584,10 @@ def test_tsc_draws_k_positives_and_matches_loop_on_them():
     crit.draws.fill_(0)  # a resumed run draws again what it drew
     assert torch.equal(crit.kept_positives(labels, images, labels, images), kept)
     assert not torch.equal(crit.kept_positives(labels, images, labels, images), kept)  # the next draw differs
+    # uniform: anchor 0 (class 0) draws 2 of the 10 views of the 5 other class-0 images
+    counts = sum(crit.kept_positives(labels, images, labels, images)[0].float() for _ in range(400))
+    others = ((labels == 0) & (images != 0)).nonzero().flatten()
+    assert ((counts[others] / 400 - 0.2).abs() < 0.06).all() and counts.sum() == 400 * (2 + 2)
 
     features = _unit((B, V, D), 6)
     f_mod, f_ref = _leaf(features), _leaf(features)

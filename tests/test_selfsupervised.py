@@ -74,18 +74,19 @@ def test_moco_v2_is_info_nce_over_the_keys_and_the_queue_then_queues_the_keys_an
         torch.testing.assert_close(moco.key_encoder.encoder.backbone.state_dict()[name], expected)
 
 
-def test_moco_v2_normalises_its_keys_in_groups_apart_from_the_queries():
-    moco = method("method.name=moco_v2", "method.key_group=3")
-    moco.train()
-    images = torch.randn(7, 3, 8, 8)
-    keys = moco.keys(images)
-    with torch.no_grad():  # MoCo's Shuffling BN on one process: 7 images in groups of 3, 2 and 2
-        grouped = torch.cat([moco.key_encoder(images[:3]), moco.key_encoder(images[3:5]), moco.key_encoder(images[5:])])
-        whole = moco.key_encoder(images)
-    torch.testing.assert_close(keys, F.normalize(grouped, dim=1))
-    assert (keys - F.normalize(whole, dim=1)).abs().max() > 1e-3  # the batch's statistics would differ
-    with pytest.raises(ValueError, match="key_group"):
-        method("method.name=moco_v2", "method.key_group=1")
+@pytest.mark.parametrize("name", ["moco_v2", "paco"])
+def test_the_keys_of_a_training_step_are_normalised_in_groups_apart_from_the_queries(name):
+    model = method(f"method.name={name}", "method.key_group=2")
+    model.train()
+    views = torch.randn(4, 2, 3, 8, 8)
+    model.training_losses(views, torch.tensor([0, 1, 0, 2]))
+    model.queue.push_held()
+    queued, _ = model.queue()
+    with torch.no_grad():  # MoCo's Shuffling BN on one process: the 4 keys in two groups of 2
+        grouped = torch.cat([model.key_encoder.encoder(views[:2, 1]), model.key_encoder.encoder(views[2:, 1])])
+        whole = model.key_encoder.encoder(views[:, 1])
+    torch.testing.assert_close(queued[-4:], F.normalize(grouped, dim=1))
+    assert (queued[-4:] - F.normalize(whole, dim=1)).abs().max() > 1e-3  # the batch's statistics would differ
 
 
 def test_pretrain_raises_the_k_nn_accuracy_of_a_random_backbone_and_refuses_a_supervised_method(tmp_path, capsys,

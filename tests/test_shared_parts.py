@@ -139,6 +139,20 @@ def test_the_momentum_encoder_moves_each_weight_by_one_minus_m_toward_the_online
     assert "encoder.weight" in encoder.state_dict()
 
 
+def test_the_momentum_encoder_normalises_a_training_batch_in_groups_of_at_most_group():
+    online = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    encoder = MomentumEncoder(online, momentum=0.9, group=3)
+    inputs = torch.randn(7, 3, generator=torch.Generator().manual_seed(0))
+    averaged = encoder.encoder
+    for count, sizes in ((7, [3, 2, 2]), (5, [3, 2]), (4, [2, 2]), (3, [3])):  # two groups at least, of two or more
+        parts = inputs[:count].split(sizes)
+        torch.testing.assert_close(encoder(inputs[:count]), torch.cat([averaged(part) for part in parts]))
+    encoder.eval()  # running statistics: groups change nothing
+    torch.testing.assert_close(encoder(inputs), averaged(inputs))
+    with pytest.raises(ValueError, match="group"):
+        MomentumEncoder(online, group=1)
+
+
 @pytest.mark.parametrize("make", [
     lambda counts, weight: CrossEntropyLoss(counts, weight=weight),
     lambda counts, weight: LogitAdjustedLoss(counts, tau=1.0, weight=weight),

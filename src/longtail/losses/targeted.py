@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from longtail.losses.contrastive import _check_temperature, _flatten_views, contrastive_loss, similarities
-from longtail.losses.distributed import gather, own_positions
+from longtail.losses.distributed import gather, own_positions, world
 
 
 @cache
@@ -59,13 +59,15 @@ class TargetedSupConLoss(nn.Module):
     ``L_i = -1/|P(i)| (sum_{p in P(i)} log s_p + lambda log s_{t_{a(y)}})``
 
     the target term inside the ``1/(k+1)`` of KCL, as the authors correct eq. 4's missing
-    parenthesis; the mean runs over the anchors (an anchor with no view positive keeps
-    its target term, at weight lambda). The tail classes, whatever their few samples, each
+    parenthesis. The views' term averages over the anchors with a view positive (all of
+    them with two views or more), the targets' over every anchor (one with no view
+    positive keeps its target term, at weight lambda). The tail classes, whatever their few samples, each
     hold a target as far from the others as the head's. Classes and targets are matched by
     the Hungarian algorithm on the cosine between each class's centroid (a moving average
     of its normalised mean embedding) and each target, after every step (``update``). The
     assignment, the centroids, the targets and the count of draws (which seeds the k
-    positives' draw, so that a resumed run draws the same) are buffers, kept in checkpoints.
+    positives' draw with the process's rank, so that a resumed run draws the same) are
+    buffers, kept in checkpoints.
 
     Args:
         num_classes: C.
@@ -103,7 +105,8 @@ class TargetedSupConLoss(nn.Module):
             return None
         same_image = images[:, None] == reference_images[None, :]
         candidates = (labels[:, None] == reference_labels[None, :]) & ~same_image
-        generator = torch.Generator().manual_seed(int(self.draws))
+        rank, size = world()
+        generator = torch.Generator().manual_seed(int(self.draws) * size + rank)
         self.draws += 1
         scores = torch.rand(candidates.shape, generator=generator).to(candidates.device)
         drawn = scores.masked_fill(~candidates, -1.0).topk(min(self.positives, scores.shape[1]), dim=1).indices

@@ -88,20 +88,23 @@ class PaCo(GPaCo):
     by a momentum encoder (a moving average of the backbone and projection, MoCo's). Each
     query is contrasted with the queries and keys of the batch (of every process), the
     queue of past keys and the class centres (``ParametricContrastiveLoss``); the keys then
-    join the queue and the encoder moves toward the online weights.
+    join the queue and the encoder moves toward the online weights. The keys are encoded
+    in groups of at most ``key_group`` images, each normalised by its own batch
+    statistics: MoCo's Shuffling BN on one process (``MomentumEncoder``'s ``group``).
 
     Args:
         momentum: m of the key encoder's moving average.
+        key_group: the images of the key batch normalised together (32 per GPU in MoCo).
         alpha, temperature, queue_size, decoupled, feat_dim, hidden_dim, class_counts,
             parts: as ``GPaCo``.
     """
 
-    def __init__(self, *, momentum: float = 0.999, alpha: float = 0.02, temperature: float = 0.05,
-                 queue_size: int = 1024, decoupled: bool = False, feat_dim: int = 128, hidden_dim: int = 512,
-                 class_counts: Sequence[int] | None = None, **parts) -> None:
+    def __init__(self, *, momentum: float = 0.999, key_group: int = 32, alpha: float = 0.02,
+                 temperature: float = 0.05, queue_size: int = 1024, decoupled: bool = False, feat_dim: int = 128,
+                 hidden_dim: int = 512, class_counts: Sequence[int] | None = None, **parts) -> None:
         super().__init__(alpha=alpha, temperature=temperature, queue_size=queue_size, decoupled=decoupled,
                          feat_dim=feat_dim, hidden_dim=hidden_dim, class_counts=class_counts, **parts)
-        self.key_encoder = MomentumEncoder(Projected(self.backbone, self.projection), momentum)
+        self.key_encoder = MomentumEncoder(Projected(self.backbone, self.projection), momentum, group=key_group)
 
     def training_losses(self, views: Tensor, targets: Tensor) -> dict[str, Tensor]:
         features = self.features(views[:, 0])

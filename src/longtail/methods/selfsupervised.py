@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import math
 
 import torch
 import torch.nn.functional as F
@@ -95,12 +94,9 @@ class MoCoV2(SelfSupervised):
     (``contrastive_loss`` with the key as the own positive, every key unlabelled). After
     each step the keys join the queue and the encoder moves toward the online weights.
 
-    The keys are encoded in groups of ``key_group`` images, each normalised by its own
-    batch statistics, while the queries are normalised over the whole batch: a query and
-    its positive key never share their statistics, which would otherwise let the model
-    find its key by the batch's "signature" rather than by the image (Shuffling BN,
-    Sec. 3.3 of [0], there by spreading the shuffled keys over 8 GPUs of 32; the loader's
-    batch is already in random order, so a group is a random subset).
+    The keys are encoded in groups of at most ``key_group`` images, each normalised by its
+    own batch statistics, while the queries are normalised over the whole batch: Shuffling
+    BN on one process (``MomentumEncoder``'s ``group``).
 
     Args:
         temperature: T.
@@ -118,23 +114,16 @@ class MoCoV2(SelfSupervised):
         from lightly.models.modules import MoCoProjectionHead
 
         super().__init__(**parts)
-        if not temperature > 0 or key_group < 2:
-            raise ValueError(f"temperature must be positive and key_group at least 2 (batch norm needs two "
-                             f"images), got {temperature} and {key_group}")
-        self.temperature, self.key_group = temperature, key_group
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.temperature = temperature
         self.projection = MoCoProjectionHead(self.backbone.num_features, hidden_dim, feat_dim)
         self.queue = LabelledQueue(queue_size, feat_dim)
-        self.key_encoder = MomentumEncoder(Projected(self.backbone, self.projection), momentum)
-
-    def keys(self, images: Tensor) -> Tensor:
-        """The key encoder's normalised embeddings of ``images``, in near-equal groups of at
-        most ``key_group``."""
-        groups = images.tensor_split(math.ceil(len(images) / self.key_group))
-        return F.normalize(torch.cat([self.key_encoder(group) for group in groups]), dim=1)
+        self.key_encoder = MomentumEncoder(Projected(self.backbone, self.projection), momentum, group=key_group)
 
     def training_losses(self, views: Tensor, targets: Tensor) -> dict[str, Tensor]:
         queries = F.normalize(self.projection(self.features(views[:, 0])), dim=1)
-        keys = self.keys(views[:, 1]).to(queries.dtype)
+        keys = F.normalize(self.key_encoder(views[:, 1]), dim=1).to(queries.dtype)
         self.queue.hold(keys)
         queue_keys, _ = self.queue()
         references = torch.cat([gather(keys), queue_keys.to(keys.dtype)])
@@ -310,9 +299,9 @@ class SDCLR(SimCLR):
     of its convolution and linear layers smallest in magnitude set to 0: of them all
     together (``prune_scope=global``, as the authors' release prunes) or of each layer
     (``layer``). The masks are drawn again from the weights at the start of every epoch
-    (buffers, so a resumed run has them). The pruned branch normalises with batch norms of its own, in the backbone
-    and the projection head: its statistics differ from the dense network's, which the
-    features are read from and which it must not move. The pruned network forgets the
+    (buffers, so a resumed run has them). The pruned branch normalises with batch norms of
+    its own, in the backbone and the projection head: its statistics differ from the dense
+    network's, which the features are read from and which it must not move. The pruned network forgets the
     rare samples first, so contrasting the two branches stresses what the tail needs. The
     loss is ``SimCLR``'s (NT-Xent by default) between the dense branch's first view and
     the pruned branch's second.

@@ -26,10 +26,19 @@ class MomentumEncoder(nn.Module):
     continues from them. Buffers (batch-norm statistics) are the encoder's own, updated by
     its forward passes.
 
+    With ``group``, a batch is encoded in at least two near-equal groups of at most
+    ``group`` inputs (of two or more), each normalised by its own batch statistics. The
+    online network normalises its queries over the whole batch, so a query and its
+    positive key never share their statistics, which would let a contrastive model find
+    its key by the batch's "signature" rather than by the image: Shuffling BN (Sec. 3.3
+    of [0], there the shuffled keys spread over 8 GPUs of 32) on one process. The
+    loader's batch is in random order, so a group is a random subset.
+
     Args:
         online: the module to follow; it is copied at construction.
         momentum: m, or its value at the start with ``final_momentum``.
         final_momentum: m at the end of training; ``None`` keeps m constant.
+        group: the inputs of a batch normalised together, or ``None``: all of them.
 
     Examples:
         >>> backbone = torch.nn.Linear(4, 2)
@@ -39,14 +48,17 @@ class MomentumEncoder(nn.Module):
         False
     """
 
-    def __init__(self, online: nn.Module, momentum: float = 0.999, final_momentum: float | None = None) -> None:
+    def __init__(self, online: nn.Module, momentum: float = 0.999, final_momentum: float | None = None,
+                 group: int | None = None) -> None:
         super().__init__()
         for name, value in (("momentum", momentum), ("final_momentum", final_momentum)):
             if value is not None and not 0 <= value <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
+        if group is not None and group < 2:
+            raise ValueError(f"group must be at least 2 (batch norm needs two inputs), got {group}")
         self.encoder = copy.deepcopy(online)
         self.encoder.requires_grad_(False)
-        self.momentum, self.final_momentum = momentum, final_momentum
+        self.momentum, self.final_momentum, self.group = momentum, final_momentum, group
 
     def momentum_at(self, progress: float) -> float:
         """m at ``progress`` in [0, 1] of training."""
@@ -63,5 +75,8 @@ class MomentumEncoder(nn.Module):
             averaged.lerp_(current.detach(), 1 - m)
 
     @torch.no_grad()
-    def forward(self, *args, **kwargs) -> Tensor:
-        return self.encoder(*args, **kwargs)
+    def forward(self, inputs: Tensor) -> Tensor:
+        if self.group is None or not self.training:
+            return self.encoder(inputs)
+        groups = min(max(2, math.ceil(len(inputs) / self.group)), max(1, len(inputs) // 2))
+        return torch.cat([self.encoder(part) for part in inputs.tensor_split(groups)])
