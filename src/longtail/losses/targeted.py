@@ -61,8 +61,8 @@ class TargetedSupConLoss(nn.Module):
     the target term inside the ``1/(k+1)`` of KCL, as the authors correct eq. 4's missing
     parenthesis. The views' term averages over the anchors with a view positive (all of
     them with two views or more), the targets' over every anchor (one with no view
-    positive keeps its target term, at weight lambda). The tail classes, whatever their few samples, each
-    hold a target as far from the others as the head's. Classes and targets are matched by
+    positive keeps its target term, at weight lambda). The tail classes, whatever their
+    few samples, each hold a target as far from the others as the head's. Classes and targets are matched by
     the Hungarian algorithm on the cosine between each class's centroid (a moving average
     of its normalised mean embedding) and each target, after every step (``update``). The
     assignment, the centroids, the targets and the count of draws (which seeds the k
@@ -97,14 +97,15 @@ class TargetedSupConLoss(nn.Module):
         self.register_buffer("draws", torch.zeros((), dtype=torch.long))
 
     def kept_positives(self, labels: Tensor, images: Tensor, reference_labels: Tensor,
-                       reference_images: Tensor) -> Tensor | None:
-        """``[N, M]``: each anchor's other views of its image, and k references of its class
-        from other images drawn uniformly without replacement (``None`` with every positive
-        kept)."""
+                       reference_images: Tensor) -> Tensor:
+        """``[N, M]``: the views of each anchor's image (itself among them), and k references
+        of its class from other images drawn uniformly without replacement (with
+        ``positives=None``, every reference of its class)."""
+        same_class = labels[:, None] == reference_labels[None, :]
         if self.positives is None:
-            return None
+            return same_class
         same_image = images[:, None] == reference_images[None, :]
-        candidates = (labels[:, None] == reference_labels[None, :]) & ~same_image
+        candidates = same_class & ~same_image
         rank, size = world()
         generator = torch.Generator().manual_seed(int(self.draws) * size + rank)
         self.draws += 1
@@ -126,12 +127,10 @@ class TargetedSupConLoss(nn.Module):
         view_target_logits = target_logits.masked_fill(assigned, -torch.inf) if self.decoupled else target_logits
         views = contrastive_loss(anchors, labels, references, reference_labels, extra_logits=view_target_logits,
                                  **common)
-        positives = (labels[:, None] == reference_labels[None, :]).scatter_(1, own[:, None], False)
-        if kept is not None:
-            positives &= kept
+        positive_count = kept.sum(dim=1) - 1  # the anchor itself is kept, and is no positive
         target = contrastive_loss(anchors, labels, references, reference_labels, extra_logits=target_logits,
                                   extra_positives=assigned, positive_weight=0.0,
-                                  anchor_weights=1 / positives.sum(dim=1).clamp(min=1), **common)
+                                  anchor_weights=1 / positive_count.clamp(min=1), **common)
         return views + self.target_weight * target
 
     @torch.no_grad()

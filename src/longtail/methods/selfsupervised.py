@@ -301,10 +301,10 @@ class SDCLR(SimCLR):
     (``layer``). The masks are drawn again from the weights at the start of every epoch
     (buffers, so a resumed run has them). The pruned branch normalises with batch norms of
     its own, in the backbone and the projection head: its statistics differ from the dense
-    network's, which the features are read from and which it must not move. The pruned network forgets the
-    rare samples first, so contrasting the two branches stresses what the tail needs. The
-    loss is ``SimCLR``'s (NT-Xent by default) between the dense branch's first view and
-    the pruned branch's second.
+    network's, which the features are read from and which it must not move. The pruned
+    network forgets the rare samples first, so contrasting the two branches stresses what
+    the tail needs. The loss is ``SimCLR``'s (NT-Xent by default) between the dense
+    branch's first view and the pruned branch's second.
 
     Args:
         prune_ratio: the fraction of the weights pruned (0.9 in the paper for CIFAR).
