@@ -95,6 +95,10 @@ SELF_SUPERVISED_ROWS = {
     name: Row((f"method.name={name}",), views=SWAV_VIEWS if name == "swav" else "sim, sim",
               files=("pretrain.yaml",) + ((f"pretrain/{name}.yaml",) if name != "simclr" else ()))
     for name in ("simclr", "moco_v2", "byol", "sdclr", "twist", "swav", "boosted_simclr", "boosted_sdclr")
+} | {  # SimCLR's decoupled forms (Yeh et al., ECCV 2022)
+    objective: Row(("method.name=simclr", f"method.objective={objective}"), views="sim, sim",
+                   files=("pretrain.yaml",))
+    for objective in ("dcl", "dclw")
 }
 #: The rows by name (``--methods``). The single-view rows train on BCL's classifier view
 #: unless they say ``standard`` (random crop and flip).
@@ -345,6 +349,7 @@ ORDERINGS = (
     ("sdclr", "simclr"),  # Jiang et al., ICML 2021
     ("boosted_simclr", "simclr"),  # Zhou et al., ICML 2022
     ("boosted_sdclr", "sdclr"),  # Zhou et al., ICML 2022
+    ("dcl", "simclr"),  # Yeh et al., ECCV 2022
 )
 
 

@@ -198,6 +198,8 @@ def test_each_row_compresses_its_own_paper_recipe_to_the_budget(cifar_lt, tmp_pa
     assert (simclr.optim.schedule, simclr.optim.epochs) == ("cosine", 30)
     assert simclr.optim.lr == pytest.approx(pretrain["optim"]["lr"] * 128 / pretrain["data"]["batch_size"])
     assert simclr.method["temperature"] == pretrain["method"]["temperature"]
+    dcl = row("dcl")  # SimCLR's recipe with the positive out of the denominator
+    assert (dcl.method["name"], dcl.method["objective"], dcl.optim.lr) == ("simclr", "dcl", simclr.optim.lr)
     sdclr = yaml.safe_load((configs / "pretrain" / "sdclr.yaml").read_text())
     assert row("sdclr").optim.weight_decay == sdclr["optim"]["weight_decay"]  # its own file over the recipe
     first_stage = tmp_path / "first"
