@@ -1,7 +1,8 @@
 """Contrastive losses under DDP see the global batch: two gloo processes, each with half
 of a batch, give the loss and the gradients of one process on the whole batch (SupCon,
-BCL, PaCo, and SimCLR's NT-Xent of the self-supervised pre-training); the per-image
-NT-Xent of boosted contrastive learning, and the momentum losses it feeds, too."""
+BCL, PaCo, and SimCLR's NT-Xent and SwAV's Sinkhorn codes of the self-supervised
+pre-training); the per-image NT-Xent of boosted contrastive learning, and the momentum
+losses it feeds, too."""
 
 
 import pytest
@@ -11,6 +12,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
+from longtail.config import load_config
 from longtail.losses import BalancedContrastiveLoss, ParametricContrastiveLoss, SupConLoss
 from longtail.losses.distributed import gather, own_positions
 from longtail.losses.memorization import MomentumLoss
@@ -46,9 +48,22 @@ def data():
     return images, labels, keys_in, queue, torch.tensor([2, 0, 1, 1])
 
 
-def loss_of(name, model, images, labels, keys_in, queue, queue_labels):
+def swav_loss():
+    """SwAV's swapped prediction as its method builds it: before Lightning starts the
+    process group."""
+    from longtail.run import build_method
+
+    config = load_config([], ["data.format=digits", "method.name=swav", "model.feat_dim=8", "model.hidden_dim=16",
+                              "data.views=[sim_global, sim_global, sim_local, sim_local]"])
+    return build_method(config, [50] * 10).swapped_loss
+
+
+def loss_of(name, model, images, labels, keys_in, queue, queue_labels, swapped=None):
     """The named loss on this process's share of the batch, references gathered."""
     embeddings, logits, prototypes = model(images)
+    if name == "swav":  # the two views' scores on the prototypes, their codes from the whole batch
+        scores = embeddings @ prototypes.T
+        return swapped([scores[:, 0], scores[:, 1]], [])
     if name == "supcon":
         return SupConLoss(temperature=0.1)(embeddings, labels)
     if name == "simclr":  # lightly's NT-Xent, gathering across processes itself
@@ -69,13 +84,14 @@ def loss_of(name, model, images, labels, keys_in, queue, queue_labels):
 
 
 def worker(rank, world, name, rendezvous, out):
+    swapped = swav_loss() if name == "swav" else None
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
     try:
         torch.set_num_threads(1)
         model = nn.parallel.DistributedDataParallel(Model(), find_unused_parameters=True)
         images, labels, keys_in, queue, queue_labels = data()
         share = slice(rank * BATCH // world, (rank + 1) * BATCH // world)
-        loss = loss_of(name, model, images[share], labels[share], keys_in[share], queue, queue_labels)
+        loss = loss_of(name, model, images[share], labels[share], keys_in[share], queue, queue_labels, swapped)
         loss.backward()
         reported = loss.detach().clone()
         dist.all_reduce(reported)
@@ -86,11 +102,11 @@ def worker(rank, world, name, rendezvous, out):
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("name", ["supcon", "bcl", "paco", "simclr"])
+@pytest.mark.parametrize("name", ["supcon", "bcl", "paco", "simclr", "swav"])
 def test_two_processes_equal_one_on_the_concatenated_batch(name, tmp_path):
     model = Model()
     images, labels, keys_in, queue, queue_labels = data()
-    loss = loss_of(name, model, images, labels, keys_in, queue, queue_labels)
+    loss = loss_of(name, model, images, labels, keys_in, queue, queue_labels, swav_loss() if name == "swav" else None)
     loss.backward()
     assert model.encoder.weight.grad.abs().max() > 0
     mp.spawn(worker, args=(2, name, tmp_path / "rendezvous", tmp_path / "result"), nprocs=2, join=True)

@@ -45,6 +45,18 @@ def test_simclr_is_nt_xent_of_the_projected_views():
     assert loss.item() == pytest.approx(nt_xent_reference(embeddings[:5], embeddings[5:], 0.3), rel=1e-5)
 
 
+@pytest.mark.parametrize("name", ["simclr", "sdclr"])
+def test_simclr_computes_its_similarities_in_float32_under_bf16_autocast(name):
+    simclr = method(f"method.name={name}", "method.temperature=0.2")
+    generator = torch.Generator().manual_seed(0)
+    first, second = (torch.randn(16, 8, generator=generator).bfloat16() for _ in range(2))
+    simclr.embeddings = lambda views: (first, second)  # bf16, as autocast hands them over
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = simclr.training_losses(torch.zeros(16, 2, 3, 8, 8), torch.zeros(16, dtype=torch.long))["contrastive"]
+    # bf16 similarities miss it by about 2e-3
+    assert loss.item() == pytest.approx(nt_xent_reference(first, second, 0.2), rel=1e-5)
+
+
 def test_moco_v2_is_info_nce_over_the_keys_and_the_queue_then_queues_the_keys_and_moves_the_encoder():
     moco = method("method.name=moco_v2", "method.queue_size=6", "method.momentum=0.9", "method.temperature=0.2")
     moco.eval()

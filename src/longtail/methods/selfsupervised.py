@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from longtail.losses import LabelledQueue, contrastive_loss
-from longtail.losses.distributed import gather, own_positions, world
+from longtail.losses.distributed import gather, own_positions
 from longtail.losses.selfsupervised import TwinDistributionLoss
 from longtail.methods.base import ClassifierMethod
 from longtail.models import MomentumEncoder, Projected
@@ -45,7 +45,7 @@ class SimCLR(SelfSupervised):
     its image against every other embedding of the batch (of every process): NT-Xent
     (``objective=ntxent``), or with the positive left out of the denominator (``dcl``), the
     positive pair weighted by how hard it is (``dclw``, sigma 0.5). The losses are
-    lightly's.
+    lightly's, computed in float32 whatever the autocast dtype.
 
     Args:
         objective: ``ntxent``, ``dcl`` or ``dclw``.
@@ -77,7 +77,11 @@ class SimCLR(SelfSupervised):
         return embeddings[:batch], embeddings[batch:]
 
     def training_losses(self, views: Tensor, targets: Tensor) -> dict[str, Tensor]:
-        return {"contrastive": self.contrastive_loss(*self.embeddings(views))}
+        first, second = self.embeddings(views)
+        # lightly's losses compute the similarities in their inputs' dtype; bf16 would round
+        # a cosine over T = 0.2 to steps of 0.03
+        with torch.autocast(first.device.type, enabled=False):
+            return {"contrastive": self.contrastive_loss(first.float(), second.float())}
 
 
 class MoCoV2(SelfSupervised):
@@ -223,7 +227,9 @@ class SwAV(SelfSupervised):
         self.num_views, self.small_scale = self.views_needed({"small_crops": small_crops}), small_scale
         self.projection = SwaVProjectionHead(self.backbone.num_features, hidden_dim, feat_dim)
         self.prototypes = SwaVPrototypes(feat_dim, prototypes)
-        self.swapped_loss = SwaVLoss(temperature, iterations, epsilon, sinkhorn_gather_distributed=world()[1] > 1)
+        # lightly asks at each step whether a process group is running
+        self.swapped_loss = SwaVLoss(temperature, iterations, epsilon,
+                                     sinkhorn_gather_distributed=torch.distributed.is_available())
 
     @classmethod
     def views_needed(cls, arguments: dict) -> int:
