@@ -212,6 +212,72 @@ def test_twist_is_symmetric_kl_plus_sample_entropy_minus_batch_entropy():
     assert TwinDistributionLoss()(same, same).item() == pytest.approx(0.0, abs=1e-6)
 
 
+class Fixed(torch.nn.Module):
+    """A head that hands back the same output whatever its input."""
+
+    def __init__(self, output):
+        super().__init__()
+        self.output = output
+
+    def forward(self, *inputs):
+        return self.output
+
+
+def bf16(*shape, seed):
+    """A head's output as bf16 autocast hands it over."""
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)).bfloat16()
+
+
+AUTOCAST_BATCH = torch.zeros(3, 2, 3, 8, 8), torch.zeros(3, dtype=torch.long)  # three images, two views
+
+
+def test_byol_computes_its_cosines_in_float32_under_bf16_autocast():
+    byol = method("method.name=byol")
+    predictions, targets = bf16(6, 16, seed=1), bf16(6, 16, seed=2)
+    byol.features = lambda images: images
+    byol.projection, byol.predictor, byol.target = torch.nn.Identity(), Fixed(predictions), Fixed(targets)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = byol.training_losses(*AUTOCAST_BATCH)["bootstrap"]
+    swapped = torch.cat([targets[3:], targets[:3]]).double()
+    expected = (2 - 2 * F.cosine_similarity(predictions.double(), swapped, dim=1)).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)  # bf16 cosines miss it by about 1e-3
+
+
+def test_twist_computes_its_distributions_in_float32_under_bf16_autocast():
+    from longtail.losses.selfsupervised import TwinDistributionLoss
+
+    twist = method("method.name=twist", "method.classes=5")
+    logits = bf16(6, 5, seed=3)
+    twist.features, twist.head = (lambda images: images), Fixed(logits)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = twist.training_losses(*AUTOCAST_BATCH)["twin"]
+    probabilities = logits.double().softmax(dim=1)
+    expected = TwinDistributionLoss()(probabilities[:3], probabilities[3:])
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5, abs=1e-6)
+
+
+def test_swav_scores_are_float32_cosines_to_the_prototypes_under_bf16_autocast():
+    swav = method("method.name=swav", "method.prototypes=6", "method.small_crops=0", "data.views=[sim, sim]")
+    embeddings = bf16(4, 8, seed=4)
+    swav.features, swav.projection = (lambda images: images), Fixed(embeddings)
+    swav.training_losses(torch.zeros(2, 2, 3, 8, 8), torch.zeros(2, dtype=torch.long))  # normalises the prototypes
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        scores = swav._scores(torch.zeros(4, 3, 8, 8))
+    expected = F.normalize(embeddings.double(), dim=1) @ F.normalize(swav.prototypes.weight.double(), dim=1).T
+    assert scores.dtype == torch.float32
+    torch.testing.assert_close(scores.double(), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["simclr", "moco_v2", "byol", "swav", "twist", "sdclr"])
+def test_a_pretraining_step_runs_on_a_model_cast_to_bf16(name):  # precision=bf16-true
+    views = "[sim_global, sim_global, sim_local, sim_local]" if name == "swav" else "[sim, sim]"
+    model = method(f"method.name={name}", f"data.views={views}").bfloat16()
+    images = torch.randn(8, model.num_views, 3, 8, 8).bfloat16()
+    loss = sum(model.training_losses(images, torch.zeros(8, dtype=torch.long)).values())
+    loss.backward()
+    assert torch.isfinite(loss) and next(model.backbone.parameters()).grad.abs().max() > 0
+
+
 def test_sdclr_contrasts_the_network_with_its_magnitude_pruned_self():
     sdclr = method("method.name=sdclr", "method.prune_ratio=0.75", "method.prune_scope=layer")
     sdclr.eval()

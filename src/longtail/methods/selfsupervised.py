@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from longtail.losses import LabelledQueue, contrastive_loss
+from longtail.losses.contrastive import similarities
 from longtail.losses.distributed import gather, own_positions
 from longtail.losses.selfsupervised import TwinDistributionLoss
 from longtail.methods.base import ClassifierMethod
@@ -126,11 +127,11 @@ class MoCoV2(SelfSupervised):
         self.key_encoder = MomentumEncoder(Projected(self.backbone, self.projection), momentum, group=key_group)
 
     def training_losses(self, views: Tensor, targets: Tensor) -> dict[str, Tensor]:
-        queries = F.normalize(self.projection(self.features(views[:, 0])), dim=1)
-        keys = F.normalize(self.key_encoder(views[:, 1]), dim=1).to(queries.dtype)
+        queries = F.normalize(self.projection(self.features(views[:, 0])).float(), dim=1)
+        keys = F.normalize(self.key_encoder(views[:, 1]).float(), dim=1)
         self.queue.hold(keys)
         queue_keys, _ = self.queue()
-        references = torch.cat([gather(keys), queue_keys.to(keys.dtype)])
+        references = torch.cat([gather(keys), queue_keys.float()])
         unlabelled = torch.full((len(references),), -1, device=keys.device)
         loss = contrastive_loss(queries, unlabelled[: len(queries)], references, unlabelled, self.temperature,
                                 own=own_positions(len(queries), queries.device), own_is_positive=True)
@@ -149,7 +150,8 @@ class BYOL(SelfSupervised):
 
     The online network (backbone, projection, predictor: lightly's BYOL heads) predicts,
     from each view, the target network's projection of the other view; the loss is
-    ``2 - 2 cos(p, z')`` averaged over both directions, with no negatives. The target is a
+    ``2 - 2 cos(p, z')`` averaged over both directions, with no negatives (in float32
+    whatever the autocast dtype). The target is a
     moving average of the online backbone and projection whose momentum rises from
     ``momentum`` to 1 along a cosine over training (``MomentumEncoder``), updated after
     each step.
@@ -172,9 +174,9 @@ class BYOL(SelfSupervised):
     def training_losses(self, views: Tensor, targets: Tensor) -> dict[str, Tensor]:
         batch = len(views)
         both = views[:, :2].transpose(0, 1).flatten(0, 1)
-        predictions = F.normalize(self.predictor(self.projection(self.features(both))), dim=1)
+        predictions = F.normalize(self.predictor(self.projection(self.features(both))).float(), dim=1)
         with torch.no_grad():
-            projected = F.normalize(self.target(both), dim=1).to(predictions.dtype)
+            projected = F.normalize(self.target(both).float(), dim=1)
         swapped = torch.cat([projected[batch:], projected[:batch]])  # each view predicts the other's
         return {"bootstrap": (2 - 2 * (predictions * swapped).sum(dim=1)).mean()}
 
@@ -190,11 +192,12 @@ class SwAV(SelfSupervised):
       Assignments", NeurIPS 2020, https://arxiv.org/abs/2006.09882 (eq. 2-3, the swapped
       prediction; eq. 5, Sinkhorn-Knopp; Sec. 3.2, multi-crop)
 
-    The views are projected (lightly's SwAV head), L2-normalised and scored against the
-    prototypes (unit vectors, normalised before each step). The codes of the two global
-    views are the equipartitioned assignments that Sinkhorn-Knopp finds (``epsilon``,
-    ``iterations``; across every process in a distributed run), and every view predicts the
-    codes of the other global views with a softmax at ``temperature`` (lightly's loss).
+    The views are projected (lightly's SwAV head), L2-normalised and scored by their
+    cosines to the prototypes (unit vectors, normalised before each step). The codes of the
+    two global views are the equipartitioned assignments that Sinkhorn-Knopp finds
+    (``epsilon``, ``iterations``; across every process in a distributed run), and every
+    view predicts the codes of the other global views with a softmax at ``temperature``
+    (lightly's loss).
     Multi-crop: the views after the first two are shrunk to ``small_scale`` of the side,
     the small crops the paper adds at little cost (its recipe crops them from a small part
     of the image, the ``sim_local`` view, and the global ones with ``sim_global``). The
@@ -216,7 +219,7 @@ class SwAV(SelfSupervised):
                  iterations: int = 3, small_crops: int = 2, small_scale: float = 0.5, frozen_epochs: int = 1,
                  feat_dim: int = 128, hidden_dim: int = 512, **parts) -> None:
         from lightly.loss import SwaVLoss
-        from lightly.models.modules import SwaVProjectionHead, SwaVPrototypes
+        from lightly.models.modules import SwaVProjectionHead
 
         super().__init__(**parts)
         if prototypes < 1 or small_crops < 0 or not 0 < small_scale <= 1 or frozen_epochs < 0:
@@ -226,7 +229,7 @@ class SwAV(SelfSupervised):
         self.frozen_epochs = frozen_epochs
         self.num_views, self.small_scale = self.views_needed({"small_crops": small_crops}), small_scale
         self.projection = SwaVProjectionHead(self.backbone.num_features, hidden_dim, feat_dim)
-        self.prototypes = SwaVPrototypes(feat_dim, prototypes)
+        self.prototypes = nn.Linear(feat_dim, prototypes, bias=False)  # eq. 2's z^T c_k: no bias
         # lightly asks at each step whether a process group is running
         self.swapped_loss = SwaVLoss(temperature, iterations, epsilon,
                                      sinkhorn_gather_distributed=torch.distributed.is_available())
@@ -237,17 +240,22 @@ class SwAV(SelfSupervised):
         return 2 + arguments.get("small_crops", 2)
 
     def _scores(self, images: Tensor) -> Tensor:
-        return self.prototypes(F.normalize(self.projection(self.features(images)), dim=1))
+        """The images' cosines to the prototypes, in float32 whatever the autocast dtype:
+        Sinkhorn-Knopp exponentiates them over epsilon = 0.05, where bf16's 8 bits would
+        move a code by percents."""
+        return similarities(F.normalize(self.projection(self.features(images)).float(), dim=1), self.prototypes.weight)
 
     def training_losses(self, views: Tensor, targets: Tensor) -> dict[str, Tensor]:
-        self.prototypes.normalize()
+        with torch.no_grad():
+            self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
         views = views[:, : self.num_views]
         global_scores = self._scores(views[:, :2].transpose(0, 1).flatten(0, 1)).chunk(2)
         small = views[:, 2:].transpose(0, 1).flatten(0, 1)
         small_scores = []
         if len(small):
             side = max(1, round(views.shape[-1] * self.small_scale))
-            small = F.interpolate(small, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
+            small = F.interpolate(small.float(), size=(side, side), mode="bilinear", antialias=True,
+                                  align_corners=False).to(small.dtype)  # no bf16 kernel for antialiasing
             small_scores = list(self._scores(small).chunk(self.num_views - 2))
         return {"swapped": self.swapped_loss(list(global_scores), small_scores)}
 
@@ -291,7 +299,8 @@ class TWIST(SelfSupervised):
 
     def training_losses(self, views: Tensor, targets: Tensor) -> dict[str, Tensor]:
         batch = len(views)
-        probabilities = self.head(self.features(views[:, :2].transpose(0, 1).flatten(0, 1))).softmax(dim=1)
+        logits = self.head(self.features(views[:, :2].transpose(0, 1).flatten(0, 1)))
+        probabilities = logits.float().softmax(dim=1)  # bf16 would round every probability to 8 bits
         return {"twin": self.twin_loss(probabilities[:batch], probabilities[batch:])}
 
 
