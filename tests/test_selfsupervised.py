@@ -347,3 +347,13 @@ def test_a_moco_v2_pretraining_stopped_mid_epoch_resumes_bit_identical(tmp_path)
     assert resumed["test"] == full["test"]
     a, b = last_states(full_dir, resumed_dir)
     assert any(k.startswith("queue.") for k in a) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_pretrain_help_names_every_self_supervised_method(capsys):
+    from longtail.methods import METHODS, SelfSupervised
+
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    names = [name for name, entry in METHODS.items() if issubclass(entry.method, SelfSupervised)]
+    assert len(names) >= 8 and all(name in shown for name in names)

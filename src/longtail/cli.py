@@ -294,8 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     pretrain = commands.add_parser(
         "pretrain", help="pre-train a backbone without labels (default: SimCLR on Digits-LT)",
-        description="Pre-train a backbone with a self-supervised method (method.name=simclr|moco_v2|byol|sdclr|twist|swav); the labels, "
-                    "when there are any, only evaluate: the run is tested by a k-NN probe of its features.",
+        description="Pre-train a backbone with a self-supervised method (method.name=simclr|moco_v2|byol|sdclr|twist|"
+                    "swav|boosted_simclr|boosted_sdclr); the labels, when there are any, only evaluate: the run is "
+                    "tested by a k-NN probe of its features.",
     )
     pretrain.add_argument("--config", action="append", metavar="FILE", help="YAML config; repeat to merge in order")
     pretrain.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
