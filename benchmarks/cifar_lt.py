@@ -432,8 +432,11 @@ def write_tables(results: Path, name: str, result: dict) -> None:
         "fraction: the median over the epochs of the epoch's rate over the bound timed after it. "
         "wall s: training time, the bound's timings left out (a second stage: its own epochs; post hoc: "
         "the evaluation). views: the classifier's training views (BCL: and its contrastive ones); a second "
-        "stage trains a few epochs on the named row's backbone, a post-hoc row corrects its test logits "
-        "at tau 1 (no validation split to choose it on). commit: the commit the row was "
+        "stage trains on the named row's backbone (cRT, LWS, MARC: a few epochs; a linear probe, *_linear: "
+        "20 epochs on the frozen backbone), a post-hoc row corrects its test logits "
+        "at tau 1 (no validation split to choose it on). k-NN probe: a pre-training, its classifier "
+        "untrained, is tested by a weighted k-NN on its features (k 200, temperature 0.1, the un-augmented "
+        "training images as neighbours). commit: the commit the row was "
         "measured at (-: before rows recorded it). CPU: the capability of the machine that measured "
         "the row (rows from different CPUs compare by their fraction, not their images/s).",
         "",
