@@ -16,6 +16,12 @@ from longtail.optim import OptimConfig
 OptimizerFactory = Callable[[Iterable[nn.Parameter], int], tuple[torch.optim.Optimizer, object]]
 
 
+def view_major(views: Tensor) -> Tensor:
+    """``[B, V, ...]`` views -> ``[V*B, ...]``: every image's first view, then every
+    image's second, ..., the order the contrastive losses and ``chunk(V)`` read."""
+    return views.transpose(0, 1).flatten(0, 1)
+
+
 def check_loss_weights(**weights: float) -> None:
     """Refuse a negative weight of a loss term, naming it (``alpha=-1`` -> ``alpha must be ...``)."""
     for name, value in weights.items():

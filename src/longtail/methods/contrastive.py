@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from longtail.losses import SupConLoss
 from longtail.losses.distributed import gather
 from longtail.losses.targeted import TargetedSupConLoss
-from longtail.methods.base import ClassifierMethod, check_loss_weights
+from longtail.methods.base import ClassifierMethod, check_loss_weights, view_major
 from longtail.models import ProjectionMLP
 
 
@@ -69,7 +69,7 @@ class SupCon(ClassifierMethod):
         classify = self.trains_classifier
         if num_views < 1 + classify:
             raise ValueError(f"{type(self).__name__} needs {1 + classify} views or more, got {num_views}")
-        features = self.features(views.transpose(0, 1).flatten(0, 1))
+        features = self.features(view_major(views))
         terms = {}
         if classify:
             terms["classifier"] = self.alpha * self.classifier_loss(self.classifier(features[:batch]), targets)

@@ -11,7 +11,7 @@ from torch import Tensor
 from longtail.losses import LabelledQueue
 from longtail.losses.distributed import gather, own_positions
 from longtail.losses.parametric import ParametricContrastiveLoss
-from longtail.methods.base import ClassifierMethod
+from longtail.methods.base import ClassifierMethod, view_major
 from longtail.models import MomentumEncoder, Projected, ProjectionMLP
 
 
@@ -57,7 +57,7 @@ class GPaCo(ClassifierMethod):
 
     def training_losses(self, views: Tensor, targets: Tensor) -> dict[str, Tensor]:
         batch = len(targets)
-        features = self.features(views[:, :2].transpose(0, 1).flatten(0, 1))
+        features = self.features(view_major(views[:, :2]))
         embeddings = F.normalize(self.projection(features), dim=1)
         labels = targets.repeat(2)
         self.queue.hold(embeddings[batch:], targets)

@@ -10,7 +10,7 @@ from torch import Tensor
 from longtail.losses.distributed import gather, own_positions
 from longtail.losses.queue import ClassBalancedQueue
 from longtail.losses.rescom import ResComLoss
-from longtail.methods.base import ClassifierMethod, check_loss_weights
+from longtail.methods.base import ClassifierMethod, check_loss_weights, view_major
 from longtail.models import ProjectionMLP
 
 
@@ -58,7 +58,7 @@ class ResCom(ClassifierMethod):
 
     def training_losses(self, views: Tensor, targets: Tensor) -> dict[str, Tensor]:
         batch = len(targets)
-        features = self.features(views[:, :2].transpose(0, 1).flatten(0, 1))
+        features = self.features(view_major(views[:, :2]))
         labels = targets.repeat(2)
         embeddings = F.normalize(self.projection(features), dim=1)
         self.queue.hold(embeddings[:batch], targets)

@@ -14,7 +14,7 @@ from longtail.losses import LabelledQueue, contrastive_loss
 from longtail.losses.contrastive import similarities
 from longtail.losses.distributed import gather, own_positions
 from longtail.losses.selfsupervised import TwinDistributionLoss
-from longtail.methods.base import ClassifierMethod
+from longtail.methods.base import ClassifierMethod, view_major
 from longtail.models import MomentumEncoder, Projected
 
 
@@ -74,7 +74,7 @@ class SimCLR(SelfSupervised):
     def embeddings(self, views: Tensor) -> tuple[Tensor, Tensor]:
         """The two views' projected embeddings, ``[B, D]`` each."""
         batch = len(views)
-        embeddings = self.projection(self.features(views[:, :2].transpose(0, 1).flatten(0, 1)))
+        embeddings = self.projection(self.features(view_major(views[:, :2])))
         return embeddings[:batch], embeddings[batch:]
 
     def training_losses(self, views: Tensor, targets: Tensor) -> dict[str, Tensor]:
@@ -173,7 +173,7 @@ class BYOL(SelfSupervised):
 
     def training_losses(self, views: Tensor, targets: Tensor) -> dict[str, Tensor]:
         batch = len(views)
-        both = views[:, :2].transpose(0, 1).flatten(0, 1)
+        both = view_major(views[:, :2])
         predictions = F.normalize(self.predictor(self.projection(self.features(both))).float(), dim=1)
         with torch.no_grad():
             projected = F.normalize(self.target(both).float(), dim=1)
@@ -249,8 +249,8 @@ class SwAV(SelfSupervised):
         with torch.no_grad():
             self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
         views = views[:, : self.num_views]
-        global_scores = self._scores(views[:, :2].transpose(0, 1).flatten(0, 1)).chunk(2)
-        small = views[:, 2:].transpose(0, 1).flatten(0, 1)
+        global_scores = self._scores(view_major(views[:, :2])).chunk(2)
+        small = view_major(views[:, 2:])
         small_scores = []
         if len(small):
             side = max(1, round(views.shape[-1] * self.small_scale))
@@ -299,7 +299,7 @@ class TWIST(SelfSupervised):
 
     def training_losses(self, views: Tensor, targets: Tensor) -> dict[str, Tensor]:
         batch = len(views)
-        logits = self.head(self.features(views[:, :2].transpose(0, 1).flatten(0, 1)))
+        logits = self.head(self.features(view_major(views[:, :2])))
         probabilities = logits.float().softmax(dim=1)  # bf16 would round every probability to 8 bits
         return {"twin": self.twin_loss(probabilities[:batch], probabilities[batch:])}
 
