@@ -346,10 +346,13 @@ ORDERINGS = (
     ("bcl", "supcon"),  # Zhu et al., CVPR 2022
     ("paco", "supcon"),  # Cui et al., ICCV 2021
     ("rescom", "supcon"),  # Zhong et al., 2022
-    ("sdclr", "simclr"),  # Jiang et al., ICML 2021
-    ("boosted_simclr", "simclr"),  # Zhou et al., ICML 2022
-    ("boosted_sdclr", "sdclr"),  # Zhou et al., ICML 2022
-    ("dcl", "simclr"),  # Yeh et al., ECCV 2022
+    # the self-supervised ones by both probes: k-NN on the long-tailed neighbours and the linear classifier
+    *((f"{better}{probe}", f"{baseline}{probe}") for better, baseline in (
+        ("sdclr", "simclr"),  # Jiang et al., ICML 2021
+        ("boosted_simclr", "simclr"),  # Zhou et al., ICML 2022
+        ("boosted_sdclr", "sdclr"),  # Zhou et al., ICML 2022
+        ("dcl", "simclr"),  # Yeh et al., ECCV 2022
+    ) for probe in ("", "_linear")),
 )
 
 
