@@ -321,7 +321,8 @@ def measure_row(args: argparse.Namespace, name: str, row: str, precision: str, r
         "per_class": test["per_class"], "train_counts": metrics["train_counts"],
         "wall_s": round(metrics["wall_s"], 1), **throughput, "run_dir": str(run_dir if spec.posthoc is None
                                                                               else first_stage),
-        "commit": result["commit"], "capability": result["machine"]["capability"], "stale": False,
+        "commit": result["commit"], "capability": result["machine"]["capability"], "cpu": result["machine"]["cpu"],
+        "stale": False,
     }
 
 
@@ -378,12 +379,18 @@ def ordering(rows: list[dict]) -> list[str]:
 def mixed(by_method: dict[str, dict], order: tuple[str, ...]) -> str:
     """A warning when the rows compared were measured on different CPUs, or some before the
     change that ``--since`` names (``stale``)."""
-    made = {method: (by_method[method].get("capability") or "-", by_method[method].get("stale", False))
-            for method in order}
+    made = {method: (cpu_of(by_method[method]), by_method[method].get("stale", False)) for method in order}
     if len(set(made.values())) < 2:
         return ""
     return "; mixed rows, not yet a comparison: " + ", ".join(
         f"{method} on {cpu}{' before the change' if stale else ''}" for method, (cpu, stale) in made.items())
+
+
+def cpu_of(row: dict, earlier_capability: str = "-") -> str:
+    """The machine that measured a row: its CPU model and capability (rows made before the
+    model was recorded: the capability alone)."""
+    capability = row.get("capability") or earlier_capability
+    return f"{row['cpu']}, {capability}" if row.get("cpu") else capability
 
 
 def write_tables(results: Path, name: str, result: dict) -> None:
@@ -423,7 +430,7 @@ def write_tables(results: Path, name: str, result: dict) -> None:
             f"| {percent(row['many'])} | {percent(row['medium'])} | {percent(row['few'])} | {percent(row['tail'])} "
             f"| {row['wall_s']:.0f} | {number(row['images_per_s'])} "
             f"| {number(row['bound_images_per_s'])} | {number(row['fraction'], 2)} | {row.get('commit') or '-'} "
-            f"| {row.get('capability', earlier_capability)} |"
+            f"| {cpu_of(row, earlier_capability)} |"
         )
     lines += [
         "",
@@ -440,8 +447,9 @@ def write_tables(results: Path, name: str, result: dict) -> None:
         "at tau 1 (no validation split to choose it on). k-NN probe: a pre-training, its classifier "
         "untrained, is tested by a weighted k-NN on its features (k 200, temperature 0.1, the un-augmented "
         "training images as neighbours). commit: the commit the row was "
-        "measured at (-: before rows recorded it). CPU: the capability of the machine that measured "
-        "the row (rows from different CPUs compare by their fraction, not their images/s).",
+        "measured at (-: before rows recorded it). CPU: the model and capability of the CPU that measured "
+        "the row (its capability alone for rows made before the model was recorded); rows from different "
+        "CPUs compare by their fraction, not their images/s.",
         "",
         *[f"- {line}" for line in ordering(result["rows"]) + result.get("notes", [])],
     ]
