@@ -39,7 +39,7 @@ def test_cifar_lt_writes_rows_and_resumes_without_redoing_them(tmp_path):
     assert [row["method"] for row in table["rows"]] == ["ce"]
     row = table["rows"][0]
     for key in ("overall", "many", "medium", "few", "per_class", "wall_s", "images_per_s",
-                "bound_images_per_s", "fraction", "precision", "epochs", "batch_size", "commit", "capability"):
+                "bound_images_per_s", "fraction", "precision", "epochs", "batch_size", "commit", "capability", "cpu"):
         assert key in row
     assert row["bound_images_per_s"] > 0 and len(row["per_class"]) == 10
     tail = [accuracy for accuracy, count in zip(row["per_class"], row["train_counts"]) if count <= 100]
@@ -123,6 +123,11 @@ def test_the_ordering_is_checked_overall_and_on_the_tail_per_precision(cifar_lt)
     assert "bcl on - before the change" in cifar_lt.ordering(rows)[0]
     rows[2].update(stale=False, capability="AVX2")
     assert "bcl on AVX2, logit_adjustment on -" in cifar_lt.ordering(rows)[0]
+    for row_, cpu in zip(rows[:3], ("AMD EPYC", "Intel Xeon", "AMD EPYC")):  # one capability, two CPUs
+        row_.update(capability="AVX512", cpu=cpu)
+    assert "bcl on AMD EPYC, AVX512, logit_adjustment on Intel Xeon, AVX512" in cifar_lt.ordering(rows)[0]
+    rows[1].update(cpu="AMD EPYC")
+    assert "mixed" not in cifar_lt.ordering(rows)[0]
 
 
 def test_the_tail_is_the_classes_outside_the_many_shot_group(cifar_lt):
