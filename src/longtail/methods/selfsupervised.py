@@ -175,8 +175,7 @@ class BYOL(SelfSupervised):
         batch = len(views)
         both = view_major(views[:, :2])
         predictions = F.normalize(self.predictor(self.projection(self.features(both))).float(), dim=1)
-        with torch.no_grad():
-            projected = F.normalize(self.target(both).float(), dim=1)
+        projected = F.normalize(self.target(both).float(), dim=1)  # the target takes no gradient
         swapped = torch.cat([projected[batch:], projected[:batch]])  # each view predicts the other's
         return {"bootstrap": (2 - 2 * (predictions * swapped).sum(dim=1)).mean()}
 
