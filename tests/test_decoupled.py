@@ -63,8 +63,13 @@ def test_ncm_classifies_by_the_nearest_mean_of_the_training_features(first_stage
     test = evaluate(run, progress=False, features=True)
     cosine = F.normalize(test.outputs.features.double(), dim=1) @ F.normalize(means, dim=1).T
     torch.testing.assert_close(test.outputs.logits.double(), 16.0 * cosine, rtol=1e-4, atol=1e-4)
-    nearest = cosine.argmax(1)
-    assert test.results["overall"] == pytest.approx(100 * (nearest == test.outputs.targets).double().mean().item())
+    # a two-epoch backbone's features share one large direction, so many images sit within
+    # float32's resolution of two means; the decision is checked where the means differ beyond it
+    top_two = cosine.topk(2, dim=1).values
+    decided = top_two[:, 0] - top_two[:, 1] > 1e-5
+    predicted = test.outputs.logits.argmax(1)
+    assert decided.any() and torch.equal(predicted[decided], cosine.argmax(1)[decided])
+    assert test.results["overall"] == pytest.approx(100 * (predicted == test.outputs.targets).double().mean().item())
 
 
 def test_marc_learns_a_scale_and_a_margin_per_class_on_the_frozen_classifier(first_stage, tmp_path, monkeypatch):

@@ -121,19 +121,37 @@ def test_predict_decoded_in_workers_keeps_file_order_and_matches_one_by_one(runs
 
 
 def test_predict_prior_moves_probability_toward_the_deployment_prior(runs, tmp_path):
+    from sklearn.datasets import load_digits
+
+    from longtail.checkpoints import load_weights, save_weights
+
     cwd, (run_dir, _) = runs
-    image = tmp_path / "x.png"
-    Image.fromarray(np.full((8, 8, 3), 128, dtype=np.uint8)).save(image)
+    # a two-epoch run's logits on these images are thousands apart, where every probability
+    # reads 0 or 1; its classifier, shrunk, gives logits that a prior visibly moves
+    state_dict, info = load_weights(run_dir / "model.safetensors")
+    for key in ("classifier.weight", "classifier.bias"):
+        state_dict[key] = state_dict[key] * 1e-3
+    shrunk = tmp_path / "shrunk.safetensors"
+    save_weights(shrunk, state_dict, info)
+    images = tmp_path / "images"
+    images.mkdir()
+    for index, digit in enumerate(load_digits().images[:30]):  # as the embedded data renders them
+        grey = np.round(digit * (255 / 16)).astype(np.uint8)
+        Image.fromarray(np.repeat(grey[..., None], 3, axis=-1)).save(images / f"{index:02d}.png")
     heavy_on_9 = tmp_path / "prior.json"
     heavy_on_9.write_text(json.dumps({"9": 1000, **{str(c): 1 for c in range(9)}}))
 
-    def probability_of_9(*extra):
-        result = longtail("predict", str(run_dir), str(image), "--top-k", "10", "--format", "json", *extra, cwd=cwd)
+    def probabilities_of_9(*extra):
+        result = longtail("predict", str(shrunk), str(images), "--top-k", "10", "--format", "json", *extra, cwd=cwd)
         assert result.returncode == 0, result.stderr
-        (record,) = json.loads(result.stdout)
-        return next(p["probability"] for p in record["predictions"] if p["class"] == "9")
+        return {record["path"]: next(p["probability"] for p in record["predictions"] if p["class"] == "9")
+                for record in json.loads(result.stdout)}
 
-    assert probability_of_9("--prior", str(heavy_on_9)) > probability_of_9("--prior", "uniform")
+    heavy, uniform = probabilities_of_9("--prior", str(heavy_on_9)), probabilities_of_9("--prior", "uniform")
+    assert heavy.keys() == uniform.keys() and len(heavy) == 30
+    # the prior multiplies 9's odds against every class by 1000, so 9's probability rises
+    assert all(heavy[path] > uniform[path] for path in heavy if 0 < uniform[path] < 1)
+    assert sum(0 < p < 1 for p in uniform.values()) >= 10
 
 
 def test_a_tampered_checkpoint_gets_a_clear_error_and_runs_no_code(runs, tmp_path):
