@@ -73,3 +73,33 @@ def test_a_run_probes_its_features_every_few_epochs_into_its_curves_and_report(t
     assert all(10 < float(row["knn/overall"]) <= 100 for row in probed)  # above chance
     assert {"knn/many", "knn/medium", "knn/few"} <= set(probed[0])
     assert curves_plot(rows) is not None
+
+
+@pytest.mark.parametrize("every, probes", [(2, 2), (0, 0)])
+def test_a_pretraining_tests_the_features_of_its_last_probe_without_computing_them_again(tmp_path, monkeypatch,
+                                                                                          every, probes):
+    import json
+
+    import longtail.evaluation.knn as knn
+    import longtail.run as run
+    from longtail.curves import read_curves
+
+    features_of, splits = knn.features_of, []
+
+    def counted(method, datamodule, split):
+        splits.append(split)
+        return features_of(method, datamodule, split)
+
+    monkeypatch.setattr(knn, "features_of", counted)
+    monkeypatch.setattr(run, "features_of", counted)
+    monkeypatch.chdir(tmp_path)
+    assert main(["pretrain", "optim.epochs=3", "optim.warmup_epochs=0", "data.num_workers=0", f"eval.knn_every={every}",
+                 "model.feat_dim=16", "model.hidden_dim=32", "out_dir=runs", "--no-progress"]) == 0
+    # a probe after epoch 2 and the last; without probes, the test computes them once
+    assert splits == ["train", "test"] * max(probes, 1)
+    run_dir = next((tmp_path / "runs").iterdir())
+    tested = json.loads((run_dir / "metrics.json").read_text())["test"]["overall"]
+    probed = [float(row["knn/overall"]) for row in read_curves(run_dir / "metrics.csv") if row.get("knn/overall")]
+    assert len(probed) == probes
+    if probes:
+        assert tested == pytest.approx(probed[-1], abs=1e-3)

@@ -24,7 +24,7 @@ import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from torch import nn
+from torch import Tensor, nn
 
 from longtail.checkpoints import (
     load_checkpoint,
@@ -374,8 +374,7 @@ def write_run(built: Built, fitted: Fitted, outputs: Outputs, tested: Path, run_
     }
     if trainer.is_global_zero:
         if not method.trains_classifier:  # a pre-training: its representation is what the test measures
-            (train_features, train_labels), (test_features, test_labels) = (
-                features_of(method, datamodule, split) for split in ("train", "test"))
+            (train_features, train_labels), (test_features, test_labels) = final_features(trainer, method, datamodule)
             metrics["test"] = knn_summary(train_features, train_labels, test_features, test_labels, counts,
                                           config.eval.many, config.eval.few, k=config.eval.knn_k)
             metrics["probe"] = (f"k-NN on the backbone's features (k {config.eval.knn_k}, "
@@ -384,6 +383,16 @@ def write_run(built: Built, fitted: Fitted, outputs: Outputs, tested: Path, run_
         save_outputs(run_dir / "test_outputs.safetensors", outputs.logits, outputs.targets)
         atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+def final_features(trainer: L.Trainer, method, datamodule) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """The un-augmented training and test features and labels of the fitted ``method``: the
+    k-NN monitor's when it probed the last step, else computed."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, KNNMonitor) and callback.probed and callback.probed[0] == trainer.global_step:
+            return callback.probed[1:]
+    train, test = (features_of(method, datamodule, split) for split in ("train", "test"))
+    return train, test
 
 
 def train(

@@ -89,6 +89,9 @@ class KNNMonitor(Callback):
     features come from the backbone in eval mode. Each process computes the same numbers
     (every process evaluates the whole sets).
 
+    The features of the latest probe stay in ``probed``, with the training step they were
+    taken at, so that the run's final k-NN test need not compute them again.
+
     Args:
         every: epochs between two probes (the last epoch is always probed).
         k, temperature: those of ``knn_scores``.
@@ -98,13 +101,15 @@ class KNNMonitor(Callback):
     def __init__(self, every: int, k: int = KNN_K, temperature: float = KNN_TEMPERATURE, many: int = 100,
                  few: int = 20) -> None:
         self.every, self.k, self.temperature, self.many, self.few = every, k, temperature, many, few
+        self.probed: tuple[int, tuple[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         epoch = trainer.current_epoch + 1
         if epoch % self.every and epoch != trainer.max_epochs:
             return
-        (train_features, train_labels), (test_features, test_labels) = (
-            features_of(pl_module, trainer.datamodule, split) for split in ("train", "test"))
+        train, test = (features_of(pl_module, trainer.datamodule, split) for split in ("train", "test"))
+        self.probed = trainer.global_step, train, test
+        (train_features, train_labels), (test_features, test_labels) = train, test
         counts = trainer.datamodule.class_counts
         scores = knn_scores(train_features, train_labels, test_features, len(counts), self.k, self.temperature)
         accuracy = shot_accuracy(scores.argmax(dim=1).cpu(), test_labels.cpu(), counts, self.many, self.few)
