@@ -357,3 +357,134 @@ def test_the_pretrain_help_names_every_self_supervised_method(capsys):
     shown = " ".join(capsys.readouterr().out.split())
     names = [name for name, entry in METHODS.items() if issubclass(entry.method, SelfSupervised)]
     assert len(names) >= 8 and all(name in shown for name in names)
+
+
+# Each pre-training's loss and its gradient against its equation, written here in float64 one
+# anchor at a time. The heads are replaced by leaves; a case gives the method, its images,
+# the leaves, and the reference as a function of copies of the leaves taken after the step.
+
+
+def info_nce_reference(anchor, positive, negatives, temperature, positive_weight=1.0):
+    """``-w s(a, a+)/T + log sum_r exp(s(a, r)/T)``, ``s`` the dot product of unit vectors
+    and ``r`` over ``negatives`` (which hold the positive where the denominator does)."""
+    logits = torch.stack([anchor @ r for r in negatives]) / temperature
+    return -positive_weight * (anchor @ positive) / temperature + torch.logsumexp(logits, dim=0)
+
+
+def two_view_reference(first, second, temperature, objective):
+    """NT-Xent (Chen et al., eq. 1): every other embedding in the denominator; DCL (Yeh et
+    al., eq. 6): the positive left out; DCLW: its positive term weighted by
+    ``2 - exp(s_i / 0.5) / mean_k exp(s_k / 0.5)`` (Sec. 4), a constant of the step."""
+    z = F.normalize(torch.cat([first, second]), dim=1)
+    n = len(first)
+    pair_cosines = (z[:n] * z[n:]).sum(dim=1).detach()
+    weights = 2 - torch.exp(pair_cosines / 0.5) / torch.exp(pair_cosines / 0.5).mean()
+    terms = []
+    for i in range(2 * n):
+        pair = (i + n) % (2 * n)
+        left_out = {i} if objective == "ntxent" else {i, pair}
+        negatives = [z[k] for k in range(2 * n) if k not in left_out]
+        weight = weights[i % n] if objective == "dclw" else 1.0
+        terms.append(info_nce_reference(z[i], z[pair], negatives, temperature, weight))
+    return torch.stack(terms).mean()
+
+
+def drawn(*shape, seed, requires_grad=True):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64,
+                       requires_grad=requires_grad)
+
+
+def two_view_case(name, objective="ntxent"):
+    """SimCLR's objectives (and boosted SimCLR's mean of per-image NT-Xent) on leaf embeddings."""
+    model = method(f"method.name={name}", "method.temperature=0.3",
+                   *([f"method.objective={objective}"] if name == "simclr" else []))
+    first, second = drawn(5, 8, seed=1), drawn(5, 8, seed=2)
+    model.embeddings = lambda views: (first, second)
+    return model, 5, [first, second], lambda a, b: two_view_reference(a, b, 0.3, objective)
+
+
+def moco_case():
+    """MoCo (He et al., eq. 1): each query against its key, the batch's keys and the queue."""
+    moco = method("method.name=moco_v2", "method.queue_size=6", "method.temperature=0.2")
+    queued = F.normalize(drawn(3, 8, seed=3, requires_grad=False), dim=1)
+    moco.queue.push(queued.float(), torch.full((3,), -1))
+    queries, keys = drawn(4, 8, seed=4), drawn(4, 8, seed=5, requires_grad=False)
+    moco.features, moco.projection, moco.key_encoder = (lambda images: images), Fixed(queries), Fixed(keys)
+
+    def reference(queries):
+        q, k = F.normalize(queries, dim=1), F.normalize(keys, dim=1)
+        references = [*k, *queued.float().double()]
+        return torch.stack([info_nce_reference(q[i], k[i], references, 0.2) for i in range(4)]).mean()
+    return moco, 4, [queries], reference
+
+
+def byol_case():
+    """BYOL (Grill et al., eq. 2): ``2 - 2 cos`` of each prediction and the other view's target."""
+    byol = method("method.name=byol")
+    predictions, targets = drawn(6, 8, seed=6), drawn(6, 8, seed=7, requires_grad=False)
+    byol.features, byol.projection, byol.predictor, byol.target = (
+        (lambda images: images), torch.nn.Identity(), Fixed(predictions), Fixed(targets))
+
+    def reference(predictions):
+        terms = [2 - 2 * F.cosine_similarity(predictions[i], targets[(i + 3) % 6], dim=0) for i in range(6)]
+        return torch.stack(terms).mean()
+    return byol, 3, [predictions], reference
+
+
+def swav_case():
+    """SwAV (Caron et al., eq. 2-3): each view's softmax over the prototypes (as the step
+    normalised them) predicts the other view's Sinkhorn code, a constant of the step."""
+    swav = method("method.name=swav", "method.prototypes=5", "method.small_crops=0", "method.temperature=0.2",
+                  "data.views=[sim, sim]")
+    embeddings = drawn(8, 8, seed=8)
+    swav.features, swav.projection = (lambda images: images), Fixed(embeddings)
+
+    def reference(embeddings, prototypes):
+        scores = (F.normalize(embeddings, dim=1) @ prototypes.T).chunk(2)
+        codes = [sinkhorn_reference(s.detach(), 0.05, 3) for s in scores]
+        terms = [-(codes[1 - v] * torch.log_softmax(scores[v] / 0.2, dim=1)).sum(dim=1).mean() for v in (0, 1)]
+        return torch.stack(terms).mean()
+    return swav, 4, [embeddings, swav.prototypes.weight], reference
+
+
+def twist_case():
+    """TWIST (Wang et al., eq. 1-4) on the head's logits through their softmax."""
+    twist = method("method.name=twist", "method.classes=4")
+    logits = drawn(6, 4, seed=9)
+    twist.features, twist.head = (lambda images: images), Fixed(logits)
+
+    def entropy(p):
+        return -(p * p.log()).sum(dim=-1)
+
+    def reference(logits):
+        p = logits.softmax(dim=1).chunk(2)
+        consistency = sum((p[a] * (p[a].log() - p[1 - a].log())).sum(dim=1).mean() for a in (0, 1)) / 2
+        sharpness = (entropy(p[0]).mean() + entropy(p[1]).mean()) / 2
+        diversity = (entropy(p[0].mean(dim=0)) + entropy(p[1].mean(dim=0))) / 2
+        return consistency + sharpness - diversity
+    return twist, 3, [logits], reference
+
+
+CASES = {
+    "simclr": lambda: two_view_case("simclr"),
+    "dcl": lambda: two_view_case("simclr", "dcl"),
+    "dclw": lambda: two_view_case("simclr", "dclw"),
+    "boosted_simclr": lambda: two_view_case("boosted_simclr"),
+    "moco_v2": moco_case,
+    "byol": byol_case,
+    "swav": swav_case,
+    "twist": twist_case,
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_each_pretraining_loss_and_its_gradient_follow_its_equation(case):
+    model, images, leaves, reference = CASES[case]()
+    loss = sum(model.training_losses(torch.zeros(images, 2, 3, 8, 8), torch.zeros(images, dtype=torch.long)).values())
+    gradients = torch.autograd.grad(loss, leaves)
+    copies = [leaf.detach().double().clone().requires_grad_(True) for leaf in leaves]
+    expected = reference(*copies)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    for gradient, expected_gradient in zip(gradients, torch.autograd.grad(expected, copies)):
+        assert expected_gradient.abs().max() > 1e-4  # the loss moves this leaf
+        torch.testing.assert_close(gradient.double(), expected_gradient, rtol=1e-4, atol=1e-6)

@@ -45,8 +45,9 @@ class SimCLR(SelfSupervised):
     BatchNorm, ReLU, Linear); each view's embedding is contrasted with the other view of
     its image against every other embedding of the batch (of every process): NT-Xent
     (``objective=ntxent``), or with the positive left out of the denominator (``dcl``), the
-    positive pair weighted by how hard it is (``dclw``, sigma 0.5). The losses are
-    lightly's, computed in float32 whatever the autocast dtype.
+    positive pair weighted by how hard it is (``dclw``, sigma 0.5; the weights are constants
+    of the step, no gradient runs through them). The losses are lightly's, computed in
+    float32 whatever the autocast dtype.
 
     Args:
         objective: ``ntxent``, ``dcl`` or ``dclw``.
