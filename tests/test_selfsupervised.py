@@ -488,3 +488,37 @@ def test_each_pretraining_loss_and_its_gradient_follow_its_equation(case):
     for gradient, expected_gradient in zip(gradients, torch.autograd.grad(expected, copies)):
         assert expected_gradient.abs().max() > 1e-4  # the loss moves this leaf
         torch.testing.assert_close(gradient.double(), expected_gradient, rtol=1e-4, atol=1e-6)
+
+
+def test_a_pretraining_is_tested_reported_and_refused_as_the_k_nn_probe_of_its_features(tmp_path, capsys,
+                                                                                      monkeypatch):
+    from PIL import Image
+
+    from longtail.checkpoints import load_outputs
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["pretrain", "optim.epochs=3", "optim.warmup_epochs=0", "data.num_workers=0", "eval.knn_every=0",
+                 "model.feat_dim=16", "model.hidden_dim=32", "out_dir=runs", "--no-progress"]) == 0
+    run = next((tmp_path / "runs").iterdir())
+    metrics = json.loads((run / "metrics.json").read_text())
+    logits, targets = load_outputs(run / "test_outputs.safetensors", 10)
+    # the saved outputs are the k-NN's votes that the metrics summarise, not the untrained classifier's logits
+    assert 100 * (logits.argmax(dim=1) == targets).double().mean().item() == pytest.approx(metrics["test"]["overall"])
+    assert torch.allclose(logits.exp().sum(dim=1), torch.ones(len(logits), dtype=logits.dtype), atol=1e-4)
+
+    capsys.readouterr()
+    assert main(["eval", str(run), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "is a self-supervised pre-training, tested by the k-NN probe" in out and "k 200" in out
+    evaluated = float(out.split("overall", 1)[1].splitlines()[1].split()[0])
+    assert evaluated == pytest.approx(metrics["test"]["overall"], abs=1.0)  # the same probe, features recomputed
+
+    assert main(["eval", str(run), "--posthoc", "la", "--no-progress"]) == 2
+    assert "self-supervised pre-training, whose classifier is untrained" in capsys.readouterr().err
+    Image.new("RGB", (8, 8)).save(tmp_path / "image.png")
+    assert main(["predict", str(run), str(tmp_path / "image.png")]) == 2
+    assert "whose classifier is untrained" in capsys.readouterr().err
+
+    assert main(["report", str(run)]) == 0
+    page = (run / "report.html").read_text()
+    assert "Results of the k-NN probe" in page and "A self-supervised pre-training" in page

@@ -62,6 +62,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         args.posthoc, args.tau = "la", args.posthoc
     evaluation = evaluate(args.path, progress=not args.no_progress, overrides=args.overrides,
                           features=args.posthoc == "tau_norm" or args.knn is not None)
+    if not evaluation.method.trains_classifier:
+        return eval_pretraining(args, evaluation)
     info, outputs = evaluation.info, evaluation.outputs
     many, few = evaluation.config.eval.many, evaluation.config.eval.few
     results = evaluation.results
@@ -76,6 +78,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.knn is not None:
         print()
         print(knn_table(args, evaluation))
+    return 0
+
+
+def eval_pretraining(args: argparse.Namespace, evaluation) -> int:
+    """``longtail eval`` of a self-supervised pre-training: its classifier is untrained, so
+    the k-NN probe of its features is its test (at the run's k unless ``--knn`` names one)."""
+    from longtail.errors import ConfigError
+
+    if args.posthoc is not None:
+        raise ConfigError(f"--posthoc: {args.path} is a self-supervised pre-training, whose classifier is untrained; "
+                          f"correct the run of its linear probe or fine-tuning instead")
+    args.knn = args.knn or evaluation.config.eval.knn_k
+    print(f"{args.path} is a self-supervised pre-training, tested by the k-NN probe of its features (its classifier "
+          f"is untrained: a linear probe or fine-tuning trains one, with model.init_from={args.path})")
+    print(knn_table(args, evaluation))
     return 0
 
 

@@ -24,11 +24,15 @@ from longtail.run import build_method
 
 def load_model(path: str | Path) -> tuple[ClassifierMethod, dict]:
     """The trained method and its run information, from a checkpoint, a weights file or
-    a run directory (its ``model.safetensors``, else its last checkpoint)."""
+    a run directory (its ``model.safetensors``, else its last checkpoint). A pre-training,
+    whose classifier is untrained, is refused."""
     path = weights_file(path)
     checkpoint = load_checkpoint(path)
     info = checkpoint["longtail"]
     method = build_method(from_dict(info["config"], check_paths=False), info["class_counts"], initialise=False)
+    if not method.trains_classifier:
+        raise ConfigError(f"{path}: a self-supervised pre-training, whose classifier is untrained; predict with the "
+                          f"run of its linear probe or fine-tuning (model.init_from=RUN_DIR)")
     load_into(method, checkpoint["state_dict"], path)
     return method.eval(), info
 

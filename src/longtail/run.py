@@ -50,7 +50,7 @@ from longtail.data import DataSplits, LongTailDataModule, read_splits, shot_grou
 from longtail.data.cache import default_cache_dir
 from longtail.errors import ConfigError
 from longtail.evaluation import EvaluationOutputs, Outputs, summarize
-from longtail.evaluation.knn import KNN_K, KNN_TEMPERATURE, KNNMonitor, features_of, knn_summary
+from longtail.evaluation.knn import KNN_K, KNN_TEMPERATURE, KNNMonitor, features_of, knn_logits, knn_summary
 from longtail.evaluation.posthoc import normalized_calibration, tau_normalized_logits
 from longtail.files import AtomicCheckpointIO, atomic_write_text
 from longtail.hardware import warn_if_slow_precision
@@ -347,7 +347,11 @@ def test(built: Built, fitted: Fitted, run_dir: Path) -> tuple[Outputs, Path]:
 def write_run(built: Built, fitted: Fitted, outputs: Outputs, tested: Path, run_dir: Path) -> dict:
     """Write the weights, the test outputs and ``metrics.json`` into ``run_dir`` (from the
     first process only); return the metrics (in a distributed run, the first process's are
-    those written: the others' lack the k-NN test of a run that trains no classifier)."""
+    those written: the others' lack the k-NN test of a run that trains no classifier).
+
+    A run that trains no classifier (a pre-training) is tested by the k-NN probe of its
+    features: its test outputs are the k-NN's votes as logits (``knn_logits``), which the
+    metrics and the report read, not its untrained classifier's."""
     config, datamodule, trainer, method = built.config, built.datamodule, fitted.trainer, built.method
     counts = datamodule.class_counts
     splits = built.splits
@@ -375,8 +379,9 @@ def write_run(built: Built, fitted: Fitted, outputs: Outputs, tested: Path, run_
     if trainer.is_global_zero:
         if not method.trains_classifier:  # a pre-training: its representation is what the test measures
             (train_features, train_labels), (test_features, test_labels) = final_features(trainer, method, datamodule)
-            metrics["test"] = knn_summary(train_features, train_labels, test_features, test_labels, counts,
-                                          config.eval.many, config.eval.few, k=config.eval.knn_k)
+            logits = knn_logits(train_features, train_labels, test_features, len(counts), config.eval.knn_k)
+            outputs = Outputs(logits, test_labels.cpu())
+            metrics["test"] = summarize(outputs.logits, outputs.targets, counts, config.eval.many, config.eval.few)
             metrics["probe"] = (f"k-NN on the backbone's features (k {config.eval.knn_k}, "
                                 f"temperature {KNN_TEMPERATURE:g})")
         save_weights(run_dir / "model.safetensors", method.state_dict(), built.info)
@@ -521,7 +526,8 @@ def evaluate(path: str | Path, progress: bool = True, features: bool = False, sp
     ``train`` and ``val``), keeping the backbone features with ``features``.
 
     The data are those the checkpoint's config names, unless ``overrides`` (``data.*``
-    keys only, e.g. ``data.root=...``) name others."""
+    keys only, e.g. ``data.root=...``) name others. The features of a method that trains
+    no classifier (a pre-training) are always kept: they are what it is tested by."""
     data = nested_overrides(list(overrides), sections=("data",))
     checkpoint = load_checkpoint(path)
     info = checkpoint["longtail"]
@@ -533,7 +539,8 @@ def evaluate(path: str | Path, progress: bool = True, features: bool = False, sp
         splits, views=["none"], batch_size=config.data.batch_size, num_workers=config.data.num_workers,
         mean=info["mean"], std=info["std"], image_size=info["image_size"], test_split=split,
     )
-    collector = EvaluationOutputs(info["class_counts"], config.eval.many, config.eval.few, features)
+    collector = EvaluationOutputs(info["class_counts"], config.eval.many, config.eval.few,
+                                  features or not method.trains_classifier)
     trainer = _trainer(config, progress, [collector], logger=False, enable_checkpointing=False)
     trainer.test(method, datamodule=datamodule, verbose=False)
     outputs = collector.test

@@ -53,13 +53,20 @@ def vote_logits(scores: Tensor) -> Tensor:
     return votes.clamp(min=1e-12).log()
 
 
+def knn_logits(train_features: Tensor, train_labels: Tensor, features: Tensor, num_classes: int, k: int = KNN_K,
+               temperature: float = KNN_TEMPERATURE) -> Tensor:
+    """The weighted k-NN's votes for ``features`` as logits ``[N, C]`` on the CPU
+    (``vote_logits`` of ``knn_scores``): a representation's predictions, as a classifier's."""
+    return vote_logits(knn_scores(train_features, train_labels, features, num_classes, k, temperature)).cpu()
+
+
 def knn_summary(train_features: Tensor, train_labels: Tensor, features: Tensor, labels: Tensor,
                 train_counts: Sequence[int], many: int = 100, few: int = 20, k: int = KNN_K,
                 temperature: float = KNN_TEMPERATURE, resamples: int = 0) -> dict:
-    """``summarize`` of the weighted k-NN's votes (``knn_scores``, as ``vote_logits``) for
-    ``features`` with true ``labels``: the report of a representation, as of a classifier."""
-    scores = knn_scores(train_features, train_labels, features, len(train_counts), k, temperature)
-    return summarize(vote_logits(scores).cpu(), labels.cpu(), train_counts, many, few, resamples=resamples)
+    """``summarize`` of the weighted k-NN's votes (``knn_logits``) for ``features`` with
+    true ``labels``: the report of a representation, as of a classifier."""
+    logits = knn_logits(train_features, train_labels, features, len(train_counts), k, temperature)
+    return summarize(logits, labels.cpu(), train_counts, many, few, resamples=resamples)
 
 
 @torch.no_grad()

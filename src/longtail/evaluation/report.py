@@ -187,11 +187,14 @@ def build_report(run_dir: str | Path) -> Path:
           f"{test['calibration']['brier']:.3f}", fmt(test["agnostic_mean"])]],
     )
     confusions = top_tail_confusions(matrix, metrics)
+    probe = metrics.get("probe")  # a pre-training's: its classifier is untrained
+    probed = (f"<p>A self-supervised pre-training: the results, confusions and calibration are those of the "
+              f"{html.escape(probe)}, its votes read as a classifier's probabilities.</p>" if probe else "")
     sections = [
         f"<h1>{html.escape(metrics['method'])} on {html.escape(metrics['dataset'])}</h1>"
         f"<p>{metrics['epochs']} epochs, {metrics['steps']} steps, {metrics['wall_s']:.0f} s; "
-        f"run directory <code>{html.escape(str(run_dir))}</code></p>",
-        f"<section><h2>Results</h2>{summary}</section>",
+        f"run directory <code>{html.escape(str(run_dir))}</code></p>{probed}",
+        f"<section><h2>Results{' of the k-NN probe' if probe else ''}</h2>{summary}</section>",
         "<section><h2>Accuracy by class and shot group</h2><div class='row'>"
         + _image(per_class_plot(metrics), "per-class accuracy against training count")
         + _image(shot_plot(metrics), "many, medium and few-shot accuracy") + "</div></section>",
