@@ -13,6 +13,7 @@ from short_runs import SHORT, last_states, uninterrupted_and_resumed
 
 from longtail.cli import main
 from longtail.config import load_config
+from longtail.curves import read_curves
 from longtail.run import build_method
 
 
@@ -340,13 +341,25 @@ def test_sdclrs_pruned_branch_normalises_with_batch_norms_of_its_own():
     assert any(p is twin.weight for p in sdclr.trainable_parameters())
 
 
-def test_a_moco_v2_pretraining_stopped_mid_epoch_resumes_bit_identical(tmp_path):
-    args = [*SHORT, "method.name=moco_v2", "method.queue_size=100", "data.views=[sim, sim]", "trainer.checkpoint_every=4"]
+@pytest.mark.parametrize("name, state", [
+    ("moco_v2", "queue."),  # the queue and the key encoder
+    ("byol", "target."),  # the target, whose momentum follows the step
+    ("sdclr", "mask_"),  # the masks drawn at the epoch's start, before the stop
+    ("swav", "prototypes."),  # the prototypes, frozen in the first epoch
+    ("twist", "head."),
+])
+def test_a_pretraining_stopped_mid_epoch_resumes_bit_identical(tmp_path, name, state):
+    views = "[sim_global, sim_global, sim_local, sim_local]" if name == "swav" else "[sim, sim]"
+    args = [*SHORT, f"method.name={name}", f"data.views={views}", "trainer.checkpoint_every=4", "eval.knn_every=1",
+            "eval.knn_k=5", *(["method.queue_size=100"] if name == "moco_v2" else [])]
     full_dir, full, resumed_dir, resumed, stopped_at = uninterrupted_and_resumed(tmp_path, args, 13)
     assert stopped_at["global_step"] == 12  # within the second epoch (9 steps each)
     assert resumed["test"] == full["test"]
     a, b = last_states(full_dir, resumed_dir)
-    assert any(k.startswith("queue.") for k in a) and all(torch.equal(a[k], b[k]) for k in a)
+    assert any(k.startswith(state) for k in a) and all(torch.equal(a[k], b[k]) for k in a)
+    probes = [[row["knn/overall"] for row in read_curves(run / "metrics.csv") if row.get("knn/overall")]
+              for run in (full_dir, resumed_dir)]
+    assert len(probes[0]) == 2 and probes[0] == probes[1]  # each epoch's probe, the first from before the stop
 
 
 def test_the_pretrain_help_names_every_self_supervised_method(capsys):
