@@ -503,16 +503,23 @@ def test_each_pretraining_loss_and_its_gradient_follow_its_equation(case):
         torch.testing.assert_close(gradient.double(), expected_gradient, rtol=1e-4, atol=1e-6)
 
 
-def test_a_pretraining_is_tested_reported_and_refused_as_the_k_nn_probe_of_its_features(tmp_path, capsys,
-                                                                                      monkeypatch):
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """A SimCLR pre-training of three epochs on digits, tested by its k-NN probe."""
+    out = tmp_path_factory.mktemp("pretrained")
+    assert main(["pretrain", "optim.epochs=3", "optim.warmup_epochs=0", "data.num_workers=0", "eval.knn_every=0",
+                 "model.feat_dim=16", "model.hidden_dim=32", f"out_dir={out}", "--no-progress"]) == 0
+    (run,) = out.iterdir()
+    return run
+
+
+def test_a_pretraining_is_tested_reported_and_refused_as_the_k_nn_probe_of_its_features(pretrained, tmp_path,
+                                                                                      capsys):
     from PIL import Image
 
     from longtail.checkpoints import load_outputs
 
-    monkeypatch.chdir(tmp_path)
-    assert main(["pretrain", "optim.epochs=3", "optim.warmup_epochs=0", "data.num_workers=0", "eval.knn_every=0",
-                 "model.feat_dim=16", "model.hidden_dim=32", "out_dir=runs", "--no-progress"]) == 0
-    run = next((tmp_path / "runs").iterdir())
+    run = pretrained
     metrics = json.loads((run / "metrics.json").read_text())
     logits, targets = load_outputs(run / "test_outputs.safetensors", 10)
     # the saved outputs are the k-NN's votes that the metrics summarise, not the untrained classifier's logits
@@ -535,3 +542,22 @@ def test_a_pretraining_is_tested_reported_and_refused_as_the_k_nn_probe_of_its_f
     assert main(["report", str(run)]) == 0
     page = (run / "report.html").read_text()
     assert "Results of the k-NN probe" in page and "A self-supervised pre-training" in page
+
+
+def test_a_supervised_method_fine_tunes_a_pretrained_backbone(pretrained, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    monkeypatch.chdir(tmp_path)
+    common = ["method.name=logit_adjustment", "optim.epochs=1", "optim.warmup_epochs=0", "optim.lr=1e-9",
+              "data.num_workers=0", "--no-progress"]
+    assert main(["train", f"model.init_from={pretrained}", "out_dir=tuned", *common]) == 0
+    assert main(["train", "out_dir=fresh", *common]) == 0
+    source = load_file(pretrained / "model.safetensors")
+    tuned, fresh = (load_file(next((tmp_path / d).iterdir()) / "model.safetensors") for d in ("tuned", "fresh"))
+    convolutions = [k for k in source if k.startswith("backbone.") and source[k].dim() == 4]
+    assert convolutions
+    # at a rate of 1e-9 the weights stay where they started: the pre-training's, not a fresh draw
+    assert all(torch.allclose(tuned[k], source[k], atol=1e-6) for k in convolutions)
+    assert not any(torch.allclose(fresh[k], source[k], atol=1e-3) for k in convolutions)
+    metrics = json.loads((next((tmp_path / "tuned").iterdir()) / "metrics.json").read_text())
+    assert metrics["probe"] is None and {"overall", "many", "medium", "few"} <= set(metrics["test"])
