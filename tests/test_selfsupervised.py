@@ -133,6 +133,26 @@ def test_byol_is_two_minus_twice_the_cosine_of_each_prediction_and_the_other_vie
     assert not any(p.requires_grad for p in byol.target.parameters())  # the target takes no gradient
 
 
+def test_byols_target_follows_the_online_network_at_a_momentum_rising_along_a_cosine_step_by_step():
+    byol = method("method.name=byol", "method.momentum=0.9")
+    steps = 4
+    online = {**{f"backbone.{k}": v for k, v in byol.backbone.named_parameters()},
+              **{f"projection.{k}": v for k, v in byol.projection.named_parameters()}}
+    target = dict(byol.target.encoder.named_parameters())
+    assert set(target) == set(online)
+    for step in range(steps + 1):
+        with torch.no_grad():  # as if the optimiser had moved the online weights
+            for parameter in online.values():
+                parameter.add_(torch.randn_like(parameter))
+        before = {k: v.detach().clone() for k, v in target.items()}
+        byol._trainer = SimpleNamespace(global_step=step, estimated_stepping_batches=steps)  # only what it reads
+        byol.after_step()
+        tau = 1 - (1 - 0.9) * (math.cos(math.pi * step / steps) + 1) / 2  # Grill et al., Sec. 3.2
+        for k, parameter in target.items():
+            torch.testing.assert_close(parameter, tau * before[k] + (1 - tau) * online[k].detach())
+    assert all(torch.equal(target[k], before[k]) for k in target)  # tau is 1 at the last step
+
+
 def sinkhorn_reference(scores, epsilon, iterations):
     """Sinkhorn-Knopp (Caron et al., eq. 5 and its appendix): Q = exp(scores / eps),
     normalised to sum 1, then alternately each prototype's row to 1/K and each sample's
