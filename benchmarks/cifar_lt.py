@@ -91,11 +91,16 @@ SUPERVISED = ("method.name=supervised",)
 #: is the floor (a backbone that did not learn). Best measured in a table of their own:
 #: ``--name cifar10_lt100_pretrain``.
 SWAV_VIEWS = "sim_global, sim_global, sim_local, sim_local"  # multi-crop: two global views, two small ones
-SELF_SUPERVISED_ROWS = {  # pretrain.yaml is SimCLR's recipe; each other method's file goes over it
-    name: Row(views=SWAV_VIEWS if name == "swav" else "sim, sim",
+#: pretrain.yaml is SimCLR's recipe, each other method's file goes over it; the overrides
+#: repeat the method for the digits runs of the tests, which read no file.
+SELF_SUPERVISED_ROWS = {
+    name: Row((f"method.name={name}",), views=SWAV_VIEWS if name == "swav" else "sim, sim",
               files=("pretrain.yaml",) + ((f"pretrain/{name}.yaml",) if name != "simclr" else ()))
-    for name in ("simclr", "moco_v2", "byol", "sdclr", "twist", "swav", "boosted_simclr", "boosted_sdclr", "dcl",
-                 "dclw")
+    for name in ("simclr", "moco_v2", "byol", "sdclr", "twist", "swav", "boosted_simclr", "boosted_sdclr")
+} | {  # SimCLR's decoupled forms (Yeh et al., ECCV 2022)
+    objective: Row(("method.name=simclr", f"method.objective={objective}"), views="sim, sim",
+                   files=("pretrain.yaml", f"pretrain/{objective}.yaml"))
+    for objective in ("dcl", "dclw")
 }
 #: The rows by name (``--methods``). The single-view rows train on BCL's classifier view
 #: unless they say ``standard`` (random crop and flip).
@@ -350,6 +355,7 @@ ORDERINGS = (
         ("boosted_simclr", "simclr"),  # Zhou et al., ICML 2022
         ("boosted_sdclr", "sdclr"),  # Zhou et al., ICML 2022
         ("dcl", "simclr"),  # Yeh et al., ECCV 2022
+        ("dclw", "dcl"),  # Yeh et al., ECCV 2022: the weighting adds to DCL
     ) for probe in ("", "_linear")),
 )
 

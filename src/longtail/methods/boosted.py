@@ -36,6 +36,7 @@ class _MemorizationBoost:
         if class_counts is None:
             raise ValueError("needs class_counts, for the number of training images (no label is read)")
         self.momentum_loss = MomentumLoss(sum(class_counts), beta)
+        del self.contrastive_loss  # SimCLR's whole-batch loss: here each image's NT-Xent is kept
         self.augment = StrengthRandAugment(num_ops)  # no weights: nothing in the checkpoint
 
     def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor | None:
